@@ -1,0 +1,58 @@
+"""Configuration of the profilers: the `profilers:` section of a sweep file.
+
+Lives with the profilers (not the trainables) because profilers import nothing from the rest of
+lvmbench; the trial config composes it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LatencyProfilerConfig(Strict):
+    input_sizes: list[int] | None = Field(None, description="None = the model's img_size")
+    batch_sizes: list[int] = Field(default_factory=lambda: [1, 32])
+    precisions: list[Literal["fp32", "fp16", "bf16"]] | None = Field(
+        None, description="None = the trial's precision"
+    )
+    warmup: int = Field(5, ge=0)
+    repeats: int = Field(30, ge=3)
+    exclusive: bool = Field(True, description="hold the device's lock while timing")
+
+
+class FlopsProfilerConfig(Strict):
+    input_sizes: list[int] | None = Field(None, description="None = the model's img_size")
+    train_step: bool = Field(True, description="also count forward + backward")
+
+
+class EmptyProfilerConfig(Strict):
+    pass
+
+
+class TimeProfilerConfig(Strict):
+    peak_tflops: float | None = Field(
+        None, gt=0, description="device peak TFLOP/s for MFU (None = look up known devices)"
+    )
+
+
+class ProfilersConfig(Strict):
+    """Each profiler is on with its defaults; `null` or `false` switches it off."""
+
+    params: EmptyProfilerConfig | None = Field(default_factory=EmptyProfilerConfig)
+    flops: FlopsProfilerConfig | None = Field(default_factory=FlopsProfilerConfig)
+    latency: LatencyProfilerConfig | None = Field(default_factory=LatencyProfilerConfig)
+    memory: EmptyProfilerConfig | None = Field(default_factory=EmptyProfilerConfig)
+    time: TimeProfilerConfig | None = Field(default_factory=TimeProfilerConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _false_means_off(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: (None if v is False else v) for k, v in data.items()}
+        return data

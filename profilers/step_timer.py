@@ -1,0 +1,109 @@
+"""Per-epoch time: wall time, throughput, step-time percentiles, data wait vs compute.
+
+Keys (all per training epoch):
+
+| key                   | unit      | meaning                                                        |
+|-----------------------|-----------|----------------------------------------------------------------|
+| `time/epoch_s`        | s         | wall time of the epoch, device synchronized at both ends       |
+| `time/samples_per_s`  | samples/s | training samples processed / `time/epoch_s`                    |
+| `time/step_ms_p50`    | ms        | median time from batch ready to step done                      |
+| `time/step_ms_p90`    | ms        | 90th percentile of the same                                    |
+| `time/data_s`         | s         | time spent waiting for the loader (batch requested -> ready)   |
+| `time/compute_s`      | s         | `time/epoch_s - time/data_s`                                   |
+
+On CUDA, step times come from CUDA events recorded on the stream (no per-step synchronize, which
+would stall the pipeline); they are read once, at the end of the epoch. On CPU the host clock is
+exact because CPU kernels run synchronously.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+KEYS = (
+    "time/epoch_s",
+    "time/samples_per_s",
+    "time/step_ms_p50",
+    "time/step_ms_p90",
+    "time/data_s",
+    "time/compute_s",
+)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for all queued work on `device` before a clock is read."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Linear-interpolated percentile (q in [0, 100]) of a non-empty list."""
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        return ordered[0]
+    pos = (len(ordered) - 1) * q / 100.0
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+class StepTimer:
+    """Times one training epoch step by step; only observes, never changes the loop.
+
+    Use: `start_epoch()`; per step `batch_ready()` once the batch is in hand, `step_done(n)` after
+    the optimizer step; `end_epoch()` returns the flat metrics above.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._cuda = device.type == "cuda"
+
+    def start_epoch(self) -> None:
+        synchronize(self.device)
+        self._samples = 0
+        self._data_s = 0.0
+        self._step_s: list[float] = []
+        self._events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
+        self._t0 = time.perf_counter()
+        self._t_request = self._t0
+
+    def batch_ready(self) -> None:
+        now = time.perf_counter()
+        self._data_s += now - self._t_request
+        self._t_step = now
+        if self._cuda:
+            start = torch.cuda.Event(enable_timing=True)
+            start.record()
+            self._start_event = start
+
+    def step_done(self, n_samples: int) -> None:
+        self._samples += n_samples
+        if self._cuda:
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            self._events.append((self._start_event, end))
+        else:
+            self._step_s.append(time.perf_counter() - self._t_step)
+        self._t_request = time.perf_counter()
+
+    def end_epoch(self) -> dict[str, float | None]:
+        synchronize(self.device)
+        epoch_s = time.perf_counter() - self._t0
+        steps_ms = (
+            [s.elapsed_time(e) for s, e in self._events]
+            if self._cuda
+            else [s * 1000.0 for s in self._step_s]
+        )
+        return {
+            "time/epoch_s": epoch_s,
+            "time/samples_per_s": self._samples / epoch_s if epoch_s > 0 else None,
+            "time/step_ms_p50": statistics.median(steps_ms) if steps_ms else None,
+            "time/step_ms_p90": percentile(steps_ms, 90) if steps_ms else None,
+            "time/data_s": self._data_s,
+            "time/compute_s": max(epoch_s - self._data_s, 0.0),
+        }

@@ -1,0 +1,149 @@
+"""The configuration of one trial: every key of a sweep file except the sweep-level ones.
+
+The orchestrator validates sweep files against these models (extended in
+`orchestrator/sweep_schema.py` with `search`, `resources`, `stages`, ...) and hands each trial a
+plain dict; the trainable validates it again with `TrialConfig.model_validate`. Every key has a
+default; unknown keys are errors (`extra="forbid"`), so a typo never passes silently.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from profilers.profile_config import ProfilersConfig
+
+TRAINABLE_NAMES = ("train", "finetune", "lora", "prune_recover")
+DATASET_NAMES = ("digits", "cifar10", "cifar100", "imagefolder", "imagenet", "synthetic")
+Precision = Literal["auto", "fp32", "fp16", "bf16"]
+Device = Literal["auto", "cpu", "cuda", "mps"]
+
+
+class Strict(BaseModel):
+    """Base for every section: unknown keys are errors, values are checked on assignment too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(Strict):
+    name: str = Field("resnet18", description="timm name, `torchvision/<name>`, or an alias")
+    pretrained: bool | str = Field(
+        False, description="true (hub weights), false (random init) or a local checkpoint path"
+    )
+    img_size: int = Field(32, ge=8, le=4096, description="input side length in pixels")
+    kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="extra keyword arguments for the model constructor"
+    )
+    channels_last: bool = Field(False, description="convert model and inputs to channels_last")
+    compile: bool = Field(False, description="torch.compile the model")
+
+    @field_validator("name")
+    @classmethod
+    def _known_model(cls, name: str) -> str:
+        # Imported here: resolving a name needs timm's registry, which is slow to import.
+        from trainables.models import check_model_name
+
+        check_model_name(name)
+        return name
+
+
+class DatasetConfig(Strict):
+    name: Literal[DATASET_NAMES] = Field("digits", description="dataset to train and evaluate on")  # type: ignore[valid-type]
+    root: str = Field("data", description="where dataset files live (resolved to an absolute path)")
+    download: bool = Field(True, description="download cifar10/100 when missing and online")
+    val_fraction: float = Field(0.2, gt=0, lt=1, description="digits/synthetic: held-out share")
+    subset: int | None = Field(None, ge=1, description="cap samples per split (None = all)")
+    num_classes: int = Field(10, ge=2, description="synthetic only: number of classes")
+    num_samples: int = Field(512, ge=2, description="synthetic only: samples in all")
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
+    pin_memory: bool = Field(False, description="DataLoader pin_memory (useful on CUDA)")
+
+
+class OptimConfig(Strict):
+    name: str = Field("adamw", description="any optimizer timm.optim.create_optimizer_v2 knows")
+    lr: float = Field(1.0e-3, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
+    momentum: float = Field(0.9, ge=0, le=1)
+    batch_size: int = Field(64, ge=1)
+    epochs: int = Field(3, ge=1)
+    grad_accum: int = Field(1, ge=1, description="gradient accumulation steps")
+    scheduler: Literal["cosine", "none"] = "cosine"
+    warmup_epochs: float = Field(0.0, ge=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    max_train_batches: int | None = Field(None, ge=1, description="cap batches per epoch")
+    max_val_batches: int | None = Field(None, ge=1, description="cap evaluation batches")
+
+    @field_validator("name")
+    @classmethod
+    def _known_optimizer(cls, name: str) -> str:
+        from timm.optim import list_optimizers
+
+        known = list_optimizers()
+        if name.lower() not in known:
+            import difflib
+
+            close = difflib.get_close_matches(name.lower(), known, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ValueError(f"unknown optimizer {name!r}{hint} (any of timm's: adamw, sgd, ...)")
+        return name.lower()
+
+
+class CheckpointConfig(Strict):
+    enabled: bool = Field(True, description="save a checkpoint each epoch through Ray Tune")
+    num_to_keep: int | None = Field(1, ge=1, description="checkpoints kept per trial (None = all)")
+    metric: str = Field("val/acc", description="metric that ranks checkpoints (best is kept)")
+    mode: Literal["max", "min"] = "max"
+
+
+class FinetuneConfig(Strict):
+    freeze_backbone: bool = Field(False, description="train only the classifier head")
+    checkpoint: str | None = Field(
+        None, description="start from this local checkpoint (safetensors or torch file)"
+    )
+
+
+class LoraConfig(Strict):
+    rank: int = Field(8, ge=0, description="LoRA rank; 0 = full fine-tune baseline")
+    alpha: float = Field(16, gt=0)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    target_modules: list[str] = Field(default_factory=lambda: ["qkv", "proj"])
+
+
+class PruneConfig(Strict):
+    method: Literal["unstructured", "structured"] = "unstructured"
+    ratio: float = Field(0.5, ge=0, lt=1, description="share of targeted weights to remove")
+    recover_epochs: int = Field(1, ge=0, description="fine-tuning epochs after pruning")
+    sensitivity_ratios: list[float] = Field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9])
+    sensitivity: bool = Field(True, description="run the per-layer sensitivity analysis")
+
+
+class TrialConfig(Strict):
+    """One trial, as the trainable sees it (search values already substituted)."""
+
+    name: str = Field("sweep", min_length=1, description="sweep name (MLflow experiment)")
+    trainable: Literal[TRAINABLE_NAMES] = "train"  # type: ignore[valid-type]
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    precision: Precision = Field("auto", description="auto = bf16 on capable CUDA, fp32 on CPU")
+    device: Device = "auto"
+    seed: int = 0
+    smoke: bool = Field(False, description="set by --smoke: tiny subset, one epoch")
+    stage: str | None = Field(None, description="stage name in a multi-stage sweep")
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    prune: PruneConfig = Field(default_factory=PruneConfig)
+    profilers: ProfilersConfig = Field(default_factory=ProfilersConfig)
+
+    def resolve_paths(self, base: Path) -> TrialConfig:
+        """Make every path absolute against `base`: Ray runs each trial in its own directory."""
+        out = self.model_copy(deep=True)
+        out.dataset.root = str((base / out.dataset.root).resolve())
+        if isinstance(out.model.pretrained, str):
+            out.model.pretrained = str((base / out.model.pretrained).resolve())
+        if out.finetune.checkpoint:
+            out.finetune.checkpoint = str((base / out.finetune.checkpoint).resolve())
+        return out
