@@ -1,0 +1,204 @@
+"""LoRA adapters on timm (and torchvision) models through peft: apply, count, merge, cost.
+
+`apply_lora(model, cfg)` puts peft LoRA adapters on the linear layers named by
+`lora.target_modules` (a layer is targeted when its dotted name equals a target or ends in
+`.<target>`, peft's own rule) and keeps the classifier head fully trainable; rank 0 adds no
+adapters and trains every parameter, the full fine-tune baseline of a rank sweep. Only
+`nn.Linear` layers are adapted: in ViT/DeiT/Swin the target `proj` would otherwise also catch the
+patch-embedding convolution `patch_embed.proj`, which nobody means by "attention projection".
+
+Keys of `lora_metrics`:
+
+| key                      | unit  | meaning                                                        |
+|--------------------------|-------|----------------------------------------------------------------|
+| params/total             | count | parameters of the model as trained (base + adapters)           |
+| params/trainable         | count | parameters with requires_grad (adapters + head; all at rank 0) |
+| params/trainable_pct     | %     | 100 * trainable / total                                        |
+| lora/adapter_params      | count | parameters of the LoRA A and B matrices                        |
+| lora/adapted_modules     | count | linear layers that carry an adapter                            |
+| lora/opt_state_mb        | MiB   | optimizer state for the trainable parameters (estimate)        |
+| lora/opt_state_full_mb   | MiB   | the same for a full fine-tune of the base model (estimate)     |
+| lora/opt_state_saved_mb  | MiB   | full minus this run: the optimizer memory LoRA saves           |
+
+The optimizer-state figures come from `optimizer_state_bytes_per_param`: one step of the configured
+optimizer on a small probe tensor, its state tensors' bytes divided by the probe's elements (AdamW:
+8 bytes, two fp32 moments; SGD with momentum: 4). For factored optimizers (Adafactor) that is an
+upper bound. They are None with a reason in `lora/opt_state_error` when the optimizer cannot be
+probed.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from peft import LoraConfig as PeftLoraConfig
+from peft import PeftModel, get_peft_model
+from torch import nn
+
+from trainables.heads import classifier_names, is_head_key, set_head_trainable, unwrap_peft
+
+if TYPE_CHECKING:
+    from trainables.trial_config import LoraConfig, OptimConfig
+
+MIB = 2**20
+
+
+def resolve_targets(model: nn.Module, target_modules: list[str]) -> list[str]:
+    """Full dotted names of the linear layers that `target_modules` selects (head excluded).
+
+    Raises ValueError naming the targets and the linear-layer names the model does have when
+    nothing matches, so a typo (`qvk`) or a model without such layers (ResNet) fails early.
+    """
+    if not target_modules:
+        raise ValueError("lora.target_modules is empty; name layers such as [qkv, proj, fc1, fc2]")
+    base = unwrap_peft(model)
+    heads = classifier_names(base)
+    found = [
+        name
+        for name, module in base.named_modules()
+        if isinstance(module, nn.Linear)
+        and not (name in heads or is_head_key(name, heads))
+        and any(name == t or name.endswith(f".{t}") for t in target_modules)
+    ]
+    if not found:
+        have = sorted(
+            {
+                n.rsplit(".", 1)[-1]
+                for n, m in base.named_modules()
+                if isinstance(m, nn.Linear) and n not in heads
+            }
+        )
+        raise ValueError(
+            f"lora.target_modules {target_modules} match no linear layer of "
+            f"{type(base).__name__}; its linear layers end in: {have or 'none (no nn.Linear)'}"
+        )
+    return found
+
+
+def apply_lora(model: nn.Module, cfg: LoraConfig) -> nn.Module:
+    """Return `model` with LoRA adapters of `cfg` and a trainable head (peft wraps it in place).
+
+    Rank 0 returns `model` itself with every parameter trainable: the full fine-tune baseline.
+    """
+    if cfg.rank == 0:
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model
+    peft_cfg = PeftLoraConfig(
+        r=cfg.rank,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=resolve_targets(model, cfg.target_modules),
+        bias="none",
+    )
+    wrapped = get_peft_model(model, peft_cfg)
+    # peft freezes everything but the adapters; the new head starts random and must learn.
+    set_head_trainable(wrapped)
+    return wrapped
+
+
+def expected_trainable_params(model: nn.Module, cfg: LoraConfig) -> int:
+    """Trainable parameters LoRA of `cfg` gives `model` (a plain model), from layer shapes alone.
+
+    A rank-r adapter on a linear layer of shape (out, in) adds A (r x in) and B (out x r): r * (in +
+    out) parameters; the head trains whole. Rank 0 trains everything.
+    """
+    if cfg.rank == 0:
+        return sum(p.numel() for p in model.parameters())
+    adapters = sum(
+        cfg.rank * (layer.in_features + layer.out_features)
+        for layer in (model.get_submodule(n) for n in resolve_targets(model, cfg.target_modules))
+    )
+    heads = classifier_names(model)
+    head = sum(p.numel() for n in heads for p in model.get_submodule(n).parameters())
+    return adapters + head
+
+
+def count_params(model: nn.Module) -> tuple[int, int]:
+    """(total, trainable) parameter counts of `model` as it stands."""
+    total = trainable = 0
+    for p in model.parameters():
+        total += p.numel()
+        trainable += p.numel() if p.requires_grad else 0
+    return total, trainable
+
+
+def adapter_params(model: nn.Module) -> int:
+    """Parameters of the LoRA A/B matrices in `model` (0 without adapters)."""
+    return sum(p.numel() for n, p in model.named_parameters() if ".lora_" in n)
+
+
+def adapted_modules(model: nn.Module) -> int:
+    """Number of layers carrying a LoRA adapter."""
+    return sum(1 for n, _ in model.named_modules() if n.endswith(".lora_A"))
+
+
+def merge_lora(model: nn.Module) -> nn.Module:
+    """Fold the adapters into the base weights and return the plain model (in place).
+
+    W <- W + (alpha / r) * B @ A for every adapted layer; the result has the base model's layers,
+    parameter count and speed. A model without adapters is returned unchanged.
+    """
+    if isinstance(model, PeftModel):
+        return model.merge_and_unload()
+    return model
+
+
+def optimizer_state_bytes_per_param(optim: OptimConfig) -> float:
+    """Bytes of optimizer state one trainable fp32 parameter costs with `optim`, measured.
+
+    One step of the optimizer on a probe tensor; scalar state (step counters) is left out because
+    it does not grow with the parameters.
+    """
+    from timm.optim import create_optimizer_v2
+
+    probe = nn.Parameter(torch.zeros(1024))
+    opt = create_optimizer_v2(
+        [probe],
+        opt=optim.name,
+        lr=optim.lr,
+        weight_decay=optim.weight_decay,
+        momentum=optim.momentum,
+    )
+    probe.grad = torch.full_like(probe, 1e-3)
+    opt.step()
+    state_bytes = sum(
+        t.numel() * t.element_size()
+        for st in opt.state.values()
+        for t in st.values()
+        if isinstance(t, torch.Tensor) and t.numel() > 1
+    )
+    return state_bytes / probe.numel()
+
+
+def lora_metrics(model: nn.Module, base_params: int, optim: OptimConfig) -> dict[str, Any]:
+    """The metrics of the module docstring for `model` (after `apply_lora`).
+
+    `base_params` is the parameter count of the model before adapters were added: what a full
+    fine-tune would train.
+    """
+    total, trainable = count_params(model)
+    out: dict[str, Any] = {
+        "params/total": total,
+        "params/trainable": trainable,
+        "params/trainable_pct": 100.0 * trainable / total if total else None,
+        "lora/adapter_params": adapter_params(model),
+        "lora/adapted_modules": adapted_modules(model),
+    }
+    try:
+        per_param = optimizer_state_bytes_per_param(optim)
+    except Exception as exc:  # an exotic optimizer must not cost the trial its other metrics
+        out.update(
+            {
+                "lora/opt_state_mb": None,
+                "lora/opt_state_full_mb": None,
+                "lora/opt_state_saved_mb": None,
+                "lora/opt_state_error": f"{type(exc).__name__}: {exc}",
+            }
+        )
+        return out
+    out["lora/opt_state_mb"] = per_param * trainable / MIB
+    out["lora/opt_state_full_mb"] = per_param * base_params / MIB
+    out["lora/opt_state_saved_mb"] = out["lora/opt_state_full_mb"] - out["lora/opt_state_mb"]
+    return out
