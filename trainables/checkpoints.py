@@ -194,6 +194,15 @@ def load_weights(model: nn.Module, path: str | Path, *, strict: bool = True) -> 
     )
 
 
+def load_backbone_weights(model: nn.Module, path: str | Path) -> LoadReport:
+    """`model.pretrained: <path>`: start from local weights; a head for other classes is re-created.
+
+    Strict about everything but the head, so a checkpoint of another architecture or img_size
+    fails with the keys named instead of training from a half-loaded model.
+    """
+    return load_weights(model, path, strict=True)
+
+
 def _metadata(model: nn.Module) -> dict[str, str]:
     meta = {"format": "lvmbench", "format_version": FORMAT_VERSION}
     peft_config = getattr(model, "peft_config", None)
