@@ -166,3 +166,17 @@ def test_metadata_records_lora_settings(tmp_path: Path) -> None:
     assert meta["format"] == "lvmbench" and '"r": 4' in meta["lora"]
     save_model(tiny_vit(), tmp_path / "plain")
     assert "lora" not in read_checkpoint(tmp_path / "plain")[1]
+
+
+def test_other_img_size_resamples_position_embedding_through_timm(tmp_path: Path) -> None:
+    save_model(tiny_vit(seed=0), tmp_path)  # 32 px: 2x2 patches + cls = 5 tokens
+    torch.manual_seed(1)
+    bigger = timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, num_classes=10, img_size=64, depth=1
+    )
+    report = load_weights(bigger, tmp_path)
+    assert report.resampled == ["pos_embed"]
+    assert bigger.pos_embed.shape == (1, 17, 192)
+    torch.testing.assert_close(
+        bigger.blocks[0].attn.qkv.weight, tiny_vit(seed=0).blocks[0].attn.qkv.weight
+    )

@@ -57,6 +57,7 @@ class LoadReport:
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     merged_lora: bool = False
+    resampled: list[str] = field(default_factory=list)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -152,6 +153,7 @@ def load_weights(model: nn.Module, path: str | Path, *, strict: bool = True) -> 
         merged = True
     own = target.state_dict()
     heads = classifier_names(target)
+    tensors, resampled = _timm_resample(target, tensors, own, heads)
     head_reset = sorted(
         k
         for k, v in tensors.items()
@@ -191,6 +193,7 @@ def load_weights(model: nn.Module, path: str | Path, *, strict: bool = True) -> 
         missing=missing,
         unexpected=unexpected,
         merged_lora=merged,
+        resampled=resampled,
     )
 
 
@@ -201,6 +204,36 @@ def load_backbone_weights(model: nn.Module, path: str | Path) -> LoadReport:
     fails with the keys named instead of training from a half-loaded model.
     """
     return load_weights(model, path, strict=True)
+
+
+def _timm_resample(
+    model: nn.Module,
+    tensors: dict[str, torch.Tensor],
+    own: dict[str, torch.Tensor],
+    heads: list[str],
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Let timm adapt a checkpoint taken at another img_size/window (position embeddings, ...).
+
+    timm ships a `checkpoint_filter_fn` per architecture that resamples position embeddings and
+    relative-position tables to the model's grid, the same step it takes for hub weights. Only
+    used when a non-head tensor differs in shape; returns the tensors and the keys it changed.
+    """
+    differs = [
+        k
+        for k, v in tensors.items()
+        if k in own and v.shape != own[k].shape and not is_head_key(k, heads)
+    ]
+    import sys
+
+    filter_fn = getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
+    if not differs or not type(model).__module__.startswith("timm.") or filter_fn is None:
+        return tensors, []
+    try:
+        adapted = filter_fn(dict(tensors), model)
+    except Exception:  # the strict check that follows names the keys that still do not fit
+        return tensors, []
+    changed = sorted(k for k in differs if k in adapted and adapted[k].shape == own[k].shape)
+    return adapted, changed
 
 
 def _metadata(model: nn.Module) -> dict[str, str]:
