@@ -7,7 +7,7 @@ Measure a plain model (masks made permanent). Keys of `sparsity_figures`:
 | `prune/sparsity`       | fraction | share of the targeted weights (prunable layers of the dense model) that are zero or removed: `1 - non-zero targeted weights now / targeted weights of the dense model` |
 | `prune/model_sparsity` | fraction | zeros among all parameters of the model as it is                     |
 | `params/nonzero`       | count    | parameters that are not exactly zero                                 |
-| `model/sparse_size_mb` | MB (1e6 bytes) | parameter bytes if every targeted layer's weight were stored as CSR (values + int32 column indices + int32 row pointers, conv weights as [out, in*k*k]); other parameters dense |
+| `model/sparse_size_mb` | MiB      | `model/size_mb` (parameters and buffers, 2**20 bytes) if every targeted layer's weight were stored as CSR (values + int32 column indices + int32 row pointers, conv weights as [out, in*k*k]); everything else dense |
 
 Unstructured pruning raises `prune/sparsity` but leaves shapes, MACs and latency of dense kernels
 as they were; CSR only saves space beyond 50% sparsity at fp32 (each kept value carries a 4-byte
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-MB = 1e6
+MIB = float(2**20)  # as `model/size_mb` (profilers/params.py), so the two compare directly
 INDEX_BYTES = 4  # int32 indices: what scipy and cuSPARSE use while nnz fits in 2**31
 
 
@@ -57,12 +57,13 @@ def sparsity_figures(model: nn.Module, layers: Iterable[str], dense_targeted: in
         total += p.numel()
         nonzero += int(torch.count_nonzero(p))
         sparse_bytes += csr_bytes(p) if id(p) in targeted else p.numel() * p.element_size()
+    sparse_bytes += sum(b.numel() * b.element_size() for b in model.buffers())
     targeted_nonzero = sum(int(torch.count_nonzero(modules[n].weight)) for n in layers)
     return {
         "prune/sparsity": 1.0 - targeted_nonzero / dense_targeted,
         "prune/model_sparsity": 1.0 - nonzero / total if total else None,
         "params/nonzero": nonzero,
-        "model/sparse_size_mb": sparse_bytes / MB,
+        "model/sparse_size_mb": sparse_bytes / MIB,
     }
 
 

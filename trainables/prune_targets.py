@@ -25,6 +25,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from trainables.heads import classifier_names as head_names
+
 UnitKind = Literal["neurons", "heads", "channels"]
 LAYER_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.modules.conv._ConvNd)
 
@@ -42,18 +44,14 @@ class StructuredUnit:
 
 
 def classifier_names(model: nn.Module) -> set[str]:
-    """Names of the classifier's modules: timm's `get_classifier()`, else the last linear layer."""
-    names = dict((id(m), n) for n, m in model.named_modules())
-    head = None
-    get_classifier = getattr(model, "get_classifier", None)
-    if callable(get_classifier):
-        head = get_classifier()
-    if not isinstance(head, nn.Module) or id(head) not in names:
-        linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-        head = linears[-1] if linears else None
-    if head is None:
+    """Names of the classifier's modules and their submodules (see `trainables.heads`)."""
+    try:
+        heads = head_names(model)
+    except ValueError:  # no nn.Linear at all: nothing to protect
         return set()
-    return {names[id(m)] for m in head.modules() if id(m) in names}
+    return {
+        n for n, _ in model.named_modules() if any(n == h or n.startswith(f"{h}.") for h in heads)
+    }
 
 
 def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:
