@@ -23,6 +23,11 @@ class LatencyProfilerConfig(Strict):
     )
     warmup: int = Field(5, ge=0)
     repeats: int = Field(30, ge=3)
+    max_point_s: float | None = Field(
+        10.0,
+        gt=0,
+        description="stop a point's repeats (at no fewer than 3) after this many seconds",
+    )
     exclusive: bool = Field(True, description="hold the device's lock while timing")
 
 

@@ -9,11 +9,24 @@ Keys (all per training epoch):
 | `time/step_ms_p50`    | ms        | median time from batch ready to step done                      |
 | `time/step_ms_p90`    | ms        | 90th percentile of the same                                    |
 | `time/data_s`         | s         | time spent waiting for the loader (batch requested -> ready)   |
-| `time/compute_s`      | s         | `time/epoch_s - time/data_s`                                   |
+| `time/compute_s`      | s         | `time/epoch_s - time/data_s - time/lock_wait_s`                |
+| `time/lock_wait_s`    | s         | time spent waiting for the device lock (another trial was measuring latency) |
+| `time/achieved_tflops`| TFLOP/s   | `flops_per_sample * samples / time/epoch_s` (None without FLOPs) |
+| `time/mfu`            | ratio     | model FLOPs utilization: `time/achieved_tflops / peak` (None + `time/mfu_reason` when the peak or the FLOPs are unknown) |
 
 On CUDA, step times come from CUDA events recorded on the stream (no per-step synchronize, which
 would stall the pipeline); they are read once, at the end of the epoch. On CPU the host clock is
 exact because CPU kernels run synchronously.
+
+MFU uses the counted training-step FLOPs per sample (forward + backward, `flops/train_step_gflops`)
+over the whole epoch's wall time, data waits included (the usual definition: useful model FLOPs per
+second of training over the device's dense peak at the trial's precision). The optimizer step and
+element-wise ops are not in the numerator, so MFU is a floor.
+
+With a `lock` (a `profilers.device_lock.DeviceLock`) each step holds the device shared, so a
+latency measurement of another trial on the same device never overlaps a step of this one. When a
+measurement is waiting, the step synchronizes the device before letting go, so its queued kernels
+are finished too; otherwise no step ever synchronizes.
 """
 
 from __future__ import annotations
@@ -23,6 +36,8 @@ import time
 
 import torch
 
+from profilers.device_lock import DeviceLock
+
 KEYS = (
     "time/epoch_s",
     "time/samples_per_s",
@@ -30,6 +45,9 @@ KEYS = (
     "time/step_ms_p90",
     "time/data_s",
     "time/compute_s",
+    "time/lock_wait_s",
+    "time/achieved_tflops",
+    "time/mfu",
 )
 
 
@@ -59,14 +77,29 @@ class StepTimer:
     the optimizer step; `end_epoch()` returns the flat metrics above.
     """
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(
+        self,
+        device: torch.device,
+        *,
+        flops_per_sample: float | None = None,
+        peak_flops: float | None = None,
+        mfu_reason: str | None = None,
+        lock: DeviceLock | None = None,
+    ) -> None:
+        """`flops_per_sample`: training-step FLOPs of one sample; `peak_flops`: device FLOP/s at the
+        trial's precision; `mfu_reason`: why either is missing (reported with a null MFU)."""
         self.device = device
         self._cuda = device.type == "cuda"
+        self.flops_per_sample = flops_per_sample
+        self.peak_flops = peak_flops
+        self.mfu_reason = mfu_reason
+        self.lock = lock if lock is not None and lock.available else None
 
     def start_epoch(self) -> None:
         synchronize(self.device)
         self._samples = 0
         self._data_s = 0.0
+        self._lock_wait_s = 0.0
         self._step_s: list[float] = []
         self._events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
         self._t0 = time.perf_counter()
@@ -75,6 +108,11 @@ class StepTimer:
     def batch_ready(self) -> None:
         now = time.perf_counter()
         self._data_s += now - self._t_request
+        if self.lock is not None:
+            self.lock.acquire_shared()
+            waited = time.perf_counter()
+            self._lock_wait_s += waited - now
+            now = waited
         self._t_step = now
         if self._cuda:
             start = torch.cuda.Event(enable_timing=True)
@@ -89,9 +127,13 @@ class StepTimer:
             self._events.append((self._start_event, end))
         else:
             self._step_s.append(time.perf_counter() - self._t_step)
+        if self.lock is not None:
+            if self._cuda and self.lock.writer_waiting():
+                synchronize(self.device)
+            self.lock.release_shared()
         self._t_request = time.perf_counter()
 
-    def end_epoch(self) -> dict[str, float | None]:
+    def end_epoch(self) -> dict[str, float | str | None]:
         synchronize(self.device)
         epoch_s = time.perf_counter() - self._t0
         steps_ms = (
@@ -99,11 +141,28 @@ class StepTimer:
             if self._cuda
             else [s * 1000.0 for s in self._step_s]
         )
-        return {
+        achieved = (
+            self.flops_per_sample * self._samples / epoch_s
+            if self.flops_per_sample is not None and epoch_s > 0
+            else None
+        )
+        out: dict[str, float | str | None] = {
             "time/epoch_s": epoch_s,
             "time/samples_per_s": self._samples / epoch_s if epoch_s > 0 else None,
             "time/step_ms_p50": statistics.median(steps_ms) if steps_ms else None,
             "time/step_ms_p90": percentile(steps_ms, 90) if steps_ms else None,
             "time/data_s": self._data_s,
-            "time/compute_s": max(epoch_s - self._data_s, 0.0),
+            "time/compute_s": max(epoch_s - self._data_s - self._lock_wait_s, 0.0),
+            "time/lock_wait_s": self._lock_wait_s,
+            "time/achieved_tflops": achieved / 1e12 if achieved is not None else None,
+            "time/mfu": achieved / self.peak_flops
+            if achieved is not None and self.peak_flops
+            else None,
         }
+        if out["time/mfu"] is None:
+            out["time/mfu_reason"] = self.mfu_reason or (
+                "no training-step FLOPs per sample"
+                if achieved is None
+                else "device peak FLOP/s unknown"
+            )
+        return out

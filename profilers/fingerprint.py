@@ -1,0 +1,150 @@
+"""The environment that shapes the numbers, recorded with every trial, and known device peaks for MFU.
+
+| key                      | type  | meaning                                                          |
+|--------------------------|-------|------------------------------------------------------------------|
+| `env/device`             | str   | `cpu`, `cuda`, `mps`                                             |
+| `env/device_name`        | str   | GPU name from torch, or the CPU model from /proc/cpuinfo         |
+| `env/device_count`       | int   | GPUs visible to the trial (after Ray's CUDA_VISIBLE_DEVICES)     |
+| `env/driver_version`     | str   | NVIDIA driver (nvidia-smi), null on CPU                          |
+| `env/torch_version`      | str   | torch.__version__                                                |
+| `env/cuda_version`       | str   | CUDA torch was built with (null for CPU-only builds)             |
+| `env/cudnn_version`      | str   | cuDNN version torch loads, null without CUDA                     |
+| `env/timm_version`       | str   | timm.__version__                                                 |
+| `env/python_version`     | str   | Python version                                                   |
+| `env/hostname`           | str   | node name                                                        |
+| `env/tf32_matmul`        | bool  | torch.backends.cuda.matmul.allow_tf32                            |
+| `env/tf32_cudnn`         | bool  | torch.backends.cudnn.allow_tf32                                  |
+| `env/cudnn_benchmark`    | bool  | torch.backends.cudnn.benchmark                                   |
+| `env/matmul_precision`   | str   | torch.get_float32_matmul_precision()                             |
+| `env/precision`          | str   | the precision the trial trains in (fp32, fp16, bf16)             |
+| `env/channels_last`      | bool  | model and inputs in channels_last                                |
+| `env/compile`            | bool  | model run through torch.compile                                  |
+| `env/fused_attn`         | str   | attention modules using F.scaled_dot_product_attention, as `n/m` (`none` without attention modules) |
+| `env/num_threads`        | int   | torch intra-op threads                                           |
+| `env/cpu_count`          | int   | CPUs this process may run on (affinity), not the node's total    |
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import subprocess
+from functools import cache
+from typing import Any
+
+import torch
+from torch import nn
+
+# Dense (no sparsity) peak TFLOP/s from the vendors' data sheets, by precision. fp32 means
+# TF32 tensor cores where the device has them and TF32 is on; fp32_simt without TF32.
+PEAK_TFLOPS: dict[str, dict[str, float]] = {
+    "H200": {"bf16": 989.4, "fp16": 989.4, "fp32": 494.7, "fp32_simt": 66.9},
+    "H100 PCIe": {"bf16": 756.0, "fp16": 756.0, "fp32": 378.0, "fp32_simt": 51.2},
+    "H100": {"bf16": 989.4, "fp16": 989.4, "fp32": 494.7, "fp32_simt": 66.9},
+    "A100": {"bf16": 312.0, "fp16": 312.0, "fp32": 156.0, "fp32_simt": 19.5},
+    "L4": {"bf16": 121.0, "fp16": 121.0, "fp32": 60.0, "fp32_simt": 30.3},
+    "V100": {"fp16": 125.0, "fp32": 15.7, "fp32_simt": 15.7},
+    "T4": {"fp16": 65.0, "fp32": 8.1, "fp32_simt": 8.1},
+}
+
+
+def peak_flops(
+    device: torch.device | str, precision: str, configured_tflops: float | None = None
+) -> tuple[float | None, str | None]:
+    """Peak FLOP/s of the device at `precision`, and a reason when it is unknown."""
+    if configured_tflops is not None:
+        return configured_tflops * 1e12, None
+    device = torch.device(device)
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return None, (
+            f"peak FLOP/s of {device.type} is not known; set profilers.time.peak_tflops for MFU"
+        )
+    name = torch.cuda.get_device_name(device)
+    key = precision
+    if precision == "fp32" and not torch.backends.cuda.matmul.allow_tf32:
+        key = "fp32_simt"
+    for model_name, peaks in PEAK_TFLOPS.items():  # ordered: "H100 PCIe" before "H100"
+        if model_name in name and key in peaks:
+            return peaks[key] * 1e12, None
+    return None, (
+        f"peak {precision} FLOP/s of {name!r} is not in profilers.fingerprint.PEAK_TFLOPS; "
+        "set profilers.time.peak_tflops for MFU"
+    )
+
+
+@cache
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+@cache
+def _driver_version() -> str | None:
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+        return out.stdout.strip().splitlines()[0] or None
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return None
+
+
+def fused_attention(model: nn.Module | None) -> str:
+    """How many attention modules (timm's `fused_attn` flag) use F.scaled_dot_product_attention."""
+    if model is None:
+        return "unknown"
+    flags = [bool(m.fused_attn) for m in model.modules() if hasattr(m, "fused_attn")]
+    return f"{sum(flags)}/{len(flags)}" if flags else "none"
+
+
+def fingerprint(
+    device: torch.device | str,
+    *,
+    precision: str,
+    channels_last: bool = False,
+    compile: bool = False,
+    model: nn.Module | None = None,
+) -> dict[str, Any]:
+    """The `env/*` keys above."""
+    import timm
+
+    device = torch.device(device)
+    cuda = device.type == "cuda" and torch.cuda.is_available()
+    cudnn = torch.backends.cudnn.version() if cuda else None
+    try:
+        cpu_count = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cpu_count = os.cpu_count() or 0
+    return {
+        "env/device": device.type,
+        "env/device_name": torch.cuda.get_device_name(device) if cuda else _cpu_name(),
+        "env/device_count": torch.cuda.device_count() if cuda else 0,
+        "env/driver_version": _driver_version() if cuda else None,
+        "env/torch_version": torch.__version__,
+        "env/cuda_version": torch.version.cuda,
+        "env/cudnn_version": str(cudnn) if cudnn is not None else None,
+        "env/timm_version": timm.__version__,
+        "env/python_version": platform.python_version(),
+        "env/hostname": socket.gethostname(),
+        "env/tf32_matmul": bool(torch.backends.cuda.matmul.allow_tf32),
+        "env/tf32_cudnn": bool(torch.backends.cudnn.allow_tf32),
+        "env/cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+        "env/matmul_precision": torch.get_float32_matmul_precision(),
+        "env/precision": precision,
+        "env/channels_last": bool(channels_last),
+        "env/compile": bool(compile),
+        "env/fused_attn": fused_attention(model),
+        "env/num_threads": torch.get_num_threads(),
+        "env/cpu_count": cpu_count,
+    }

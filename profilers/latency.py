@@ -1,0 +1,261 @@
+"""Forward latency and throughput per input size x batch size x precision: one `latency` row each.
+
+How: the model in eval mode, under `torch.inference_mode()` and, for fp16/bf16, `torch.autocast`
+(what evaluation runs under); random inputs made once, on the device, before any clock starts;
+`warmup` untimed forwards, then up to `repeats` timed ones. On CUDA each forward is bracketed by
+CUDA events on the stream and the device is synchronized once, after the last one; on CPU kernels
+run synchronously and the host clock (`perf_counter`) is read around each forward. Repeats stop
+early (at no fewer than 3) once a point has used `max_point_s` seconds, so a large model on a CPU
+still finishes; the row says how many repeats it got. ViTs and Swins run other sizes through timm's
+dynamic image size (`profilers.input_size`), so the weights measured are the trial's.
+
+Columns of a row:
+
+| column                     | unit      | meaning                                                     |
+|----------------------------|-----------|-------------------------------------------------------------|
+| `input_size`               | px        | side length of the square input                             |
+| `batch_size`               | samples   | inputs per forward                                          |
+| `precision`                | str       | fp32, fp16 or bf16 (autocast)                               |
+| `latency_ms_p50`           | ms        | median time of one forward of the whole batch               |
+| `latency_ms_p90`, `_p99`   | ms        | 90th / 99th percentile (linear interpolation; with 30 repeats p99 is close to the maximum) |
+| `latency_ms_mean`, `_stdev`, `_min` | ms | mean, sample standard deviation, minimum                 |
+| `per_sample_ms_p50`        | ms        | `latency_ms_p50 / batch_size`; at batch 1 this is per-instance latency |
+| `throughput_samples_per_s` | samples/s | `batch_size * repeats / sum of the timed forwards`          |
+| `warmup`, `repeats`        | count     | untimed and timed forwards actually run                     |
+| `timer`                    | str       | `cuda_events` or `perf_counter`                             |
+| `exclusive`                | bool      | the device lock was held for the whole point (no other lvmbench trial stepped on this device meanwhile) |
+| `lock_wait_s`              | s         | time spent waiting for that lock                            |
+| `status`, `error`          | str       | `ok`, `oom` (an out-of-memory at this batch size is a data point) or `error`, with the message |
+
+Flat keys for the trial summary (`latency_metrics`), at the trial's input size and precision:
+
+| key                          | unit      | meaning                                             |
+|------------------------------|-----------|-----------------------------------------------------|
+| `latency/b1_ms_p50`          | ms        | per-instance latency (batch 1), median              |
+| `latency/b1_ms_p99`          | ms        | per-instance latency (batch 1), 99th percentile     |
+| `latency/max_samples_per_s`  | samples/s | best throughput over the measured batch sizes       |
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from profilers.device_lock import lock_for
+from profilers.input_size import dynamic_input_size
+from profilers.step_timer import percentile, synchronize
+
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """torch.autocast for fp16/bf16 (what evaluation runs under), nothing for fp32."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=DTYPES[precision])
+
+
+def time_forward(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    precision: str = "fp32",
+    warmup: int = 5,
+    repeats: int = 30,
+    max_point_s: float | None = 10.0,
+) -> list[float]:
+    """Milliseconds of each timed forward of `model` on `x` (model already in eval mode)."""
+    device = x.device
+    cuda = device.type == "cuda"
+    times_ms: list[float] = []
+    with torch.inference_mode(), autocast_context(device, precision):
+        for _ in range(warmup):
+            model(x)
+        synchronize(device)
+        events: list[tuple[Any, Any]] = []
+        t_start = time.perf_counter()
+        for i in range(repeats):
+            if cuda:
+                start, end = (
+                    torch.cuda.Event(enable_timing=True),
+                    torch.cuda.Event(enable_timing=True),
+                )
+                start.record()
+                model(x)
+                end.record()
+                events.append((start, end))
+                # The budget is checked on the host clock: it runs ahead of the GPU by the queue,
+                # which only matters for a budget, not for the times.
+            else:
+                t0 = time.perf_counter()
+                model(x)
+                times_ms.append((time.perf_counter() - t0) * 1000.0)
+            if max_point_s is not None and i >= 2 and time.perf_counter() - t_start > max_point_s:
+                break
+        synchronize(device)
+        if cuda:
+            times_ms = [s.elapsed_time(e) for s, e in events]
+    return times_ms
+
+
+def summarize(times_ms: list[float], batch_size: int) -> dict[str, float]:
+    """Latency statistics of one point; throughput follows from the same timed forwards."""
+    p50 = statistics.median(times_ms)
+    return {
+        "latency_ms_p50": p50,
+        "latency_ms_p90": percentile(times_ms, 90),
+        "latency_ms_p99": percentile(times_ms, 99),
+        "latency_ms_mean": statistics.fmean(times_ms),
+        "latency_ms_stdev": statistics.stdev(times_ms) if len(times_ms) > 1 else None,
+        "latency_ms_min": min(times_ms),
+        "per_sample_ms_p50": p50 / batch_size,
+        "throughput_samples_per_s": batch_size * len(times_ms) / (sum(times_ms) / 1000.0),
+    }
+
+
+STAT_COLUMNS = (
+    "latency_ms_p50",
+    "latency_ms_p90",
+    "latency_ms_p99",
+    "latency_ms_mean",
+    "latency_ms_stdev",
+    "latency_ms_min",
+    "per_sample_ms_p50",
+    "throughput_samples_per_s",
+)
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def measure_latency(
+    model: nn.Module,
+    device: torch.device | str,
+    *,
+    input_sizes: Iterable[int],
+    batch_sizes: Iterable[int],
+    precisions: Iterable[str] = ("fp32",),
+    warmup: int = 5,
+    repeats: int = 30,
+    max_point_s: float | None = 10.0,
+    exclusive: bool = True,
+    channels_last: bool = False,
+    in_chans: int = 3,
+) -> list[dict[str, Any]]:
+    """One row per input size x batch size x precision (see the module docstring).
+
+    With `exclusive`, each point runs inside the device lock's exclusive window; the lock is taken
+    per point, not for the whole sweep, so other trials' training is held off seconds at a time.
+    """
+    device = torch.device(device)
+    lock = lock_for(device) if exclusive else None
+    was_training = model.training
+    model.eval()
+    rows: list[dict[str, Any]] = []
+    try:
+        with dynamic_input_size(model):
+            for precision in precisions:
+                for size in input_sizes:
+                    for batch in batch_sizes:
+                        rows.append(
+                            _point(
+                                model,
+                                device,
+                                size,
+                                batch,
+                                precision,
+                                warmup=warmup,
+                                repeats=repeats,
+                                max_point_s=max_point_s,
+                                lock=lock,
+                                channels_last=channels_last,
+                                in_chans=in_chans,
+                            )
+                        )
+    finally:
+        model.train(was_training)
+    return rows
+
+
+def _point(
+    model: nn.Module,
+    device: torch.device,
+    size: int,
+    batch: int,
+    precision: str,
+    *,
+    warmup: int,
+    repeats: int,
+    max_point_s: float | None,
+    lock: Any,
+    channels_last: bool,
+    in_chans: int,
+) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "input_size": size,
+        "batch_size": batch,
+        "precision": precision,
+        "status": "ok",
+        **dict.fromkeys(STAT_COLUMNS),
+        "warmup": warmup,
+        "repeats": 0,
+        "timer": "cuda_events" if device.type == "cuda" else "perf_counter",
+        "exclusive": False,
+        "lock_wait_s": None,
+        "device": str(device),
+        "channels_last": channels_last,
+        "error": None,
+    }
+    window_cm = lock.exclusive() if lock is not None else contextlib.nullcontext(None)
+    try:
+        x = torch.randn(batch, in_chans, size, size, device=device)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with window_cm as window:
+            times = time_forward(
+                model,
+                x,
+                precision=precision,
+                warmup=warmup,
+                repeats=repeats,
+                max_point_s=max_point_s,
+            )
+            if window is not None:
+                row["exclusive"] = window.exclusive
+                row["lock_wait_s"] = window.wait_s
+                if window.reason:
+                    row["error"] = window.reason
+        row.update(summarize(times, batch))
+        row["repeats"] = len(times)
+    except Exception as exc:
+        row["status"] = "oom" if _is_oom(exc) else "error"
+        row["error"] = f"{type(exc).__name__}: {exc}"[:500]
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return row
+
+
+def latency_metrics(
+    rows: list[dict[str, Any]], *, input_size: int, precision: str
+) -> dict[str, float | None]:
+    """The flat `latency/*` keys from the rows at the trial's input size and precision."""
+    here = [
+        r
+        for r in rows
+        if r["input_size"] == input_size and r["precision"] == precision and r["status"] == "ok"
+    ]
+    b1 = [r for r in here if r["batch_size"] == 1]
+    return {
+        "latency/b1_ms_p50": b1[0]["latency_ms_p50"] if b1 else None,
+        "latency/b1_ms_p99": b1[0]["latency_ms_p99"] if b1 else None,
+        "latency/max_samples_per_s": (
+            max(r["throughput_samples_per_s"] for r in here) if here else None
+        ),
+    }

@@ -1,0 +1,133 @@
+"""Peak memory per region: the training epoch, evaluation, batch-1 inference.
+
+Use: `with track_memory(device) as m: <region>` then `m.metrics("train" | "eval" | "infer")`.
+Entering resets the peaks, so each figure describes its own region only:
+
+- CPU: the process's peak resident set size (VmHWM), reset through `/proc/self/clear_refs` (Linux);
+  where that reset is not possible (macOS, a locked-down /proc) the figure is the process's peak
+  so far, and `mem/cpu_rss_scope` says `process` instead of `region`.
+- CUDA: `torch.cuda.max_memory_allocated` / `max_memory_reserved` after `reset_peak_memory_stats`.
+  Allocated = tensors alive; reserved = what PyTorch's caching allocator holds from the driver
+  (>= allocated; what other processes cannot use). Neither counts the CUDA context (~300-500 MiB)
+  nor memory of other processes: `nvidia-smi` shows more.
+
+| key                                | unit | region          | meaning                                  |
+|------------------------------------|------|-----------------|------------------------------------------|
+| `mem/cpu_peak_rss_mb`              | MiB  | training epoch  | peak RSS of the trial process            |
+| `mem/gpu_peak_allocated_mb`        | MiB  | training epoch  | peak bytes in live tensors               |
+| `mem/gpu_peak_reserved_mb`         | MiB  | training epoch  | peak bytes held by the caching allocator |
+| `mem/eval_cpu_peak_rss_mb`, `mem/eval_gpu_peak_allocated_mb`, `mem/eval_gpu_peak_reserved_mb` | MiB | evaluation | the same |
+| `mem/infer_cpu_peak_rss_mb`, `mem/infer_gpu_peak_allocated_mb`, `mem/infer_gpu_peak_reserved_mb` | MiB | batch-1 inference | the same |
+| `mem/cpu_process_peak_rss_mb`      | MiB  | trial so far    | the largest RSS seen by any region       |
+| `mem/cpu_rss_scope`                | str  |                 | `region` or `process` (see above)        |
+| `mem/null_reason`                  | str  |                 | why GPU fields are null (e.g. a CPU run) |
+
+On a device without these counters the GPU fields are None with `mem/null_reason`, never 0.
+"""
+
+from __future__ import annotations
+
+import re
+import resource
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+MIB = float(2**20)
+REGIONS = {"train": "", "eval": "eval_", "infer": "infer_"}
+_PROC = Path("/proc/self")
+_process_peak_mb = 0.0
+
+
+def _status_mb(field: str) -> float | None:
+    try:
+        text = (_PROC / "status").read_text()
+    except OSError:
+        return None
+    match = re.search(rf"^{field}:\s+(\d+)\s+kB", text, re.M)
+    return int(match.group(1)) / 1024.0 if match else None
+
+
+def _rusage_peak_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes.
+    return peak / MIB if sys.platform == "darwin" else peak / 1024.0
+
+
+def _reset_cpu_peak() -> bool:
+    """Start a new RSS high-water mark for this process; False where the OS does not allow it."""
+    global _process_peak_mb
+    before = _status_mb("VmHWM")
+    if before is None:
+        return False
+    # The reset also resets getrusage's ru_maxrss: remember the process peak first.
+    _process_peak_mb = max(_process_peak_mb, before)
+    try:
+        (_PROC / "clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def cpu_peak_rss_mb() -> float:
+    """The current high-water mark of this process's RSS, in MiB."""
+    hwm = _status_mb("VmHWM")
+    return hwm if hwm is not None else _rusage_peak_mb()
+
+
+def gpu_null_reason(device: torch.device) -> str | None:
+    if device.type == "cuda":
+        return None if torch.cuda.is_available() else "CUDA is not available"
+    return f"device is {device.type}: GPU memory counters do not apply"
+
+
+class MemoryTracker:
+    """Peaks of one region; see the module docstring."""
+
+    def __init__(self, device: torch.device | str) -> None:
+        self.device = torch.device(device)
+        self._cuda = self.device.type == "cuda" and torch.cuda.is_available()
+        self.cpu_scope = "process"
+        self.cpu_peak_mb: float | None = None
+        self.gpu_peak_allocated_mb: float | None = None
+        self.gpu_peak_reserved_mb: float | None = None
+
+    def __enter__(self) -> MemoryTracker:
+        if self._cuda:
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self.cpu_scope = "region" if _reset_cpu_peak() else "process"
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        global _process_peak_mb
+        if self._cuda:
+            torch.cuda.synchronize(self.device)
+            self.gpu_peak_allocated_mb = torch.cuda.max_memory_allocated(self.device) / MIB
+            self.gpu_peak_reserved_mb = torch.cuda.max_memory_reserved(self.device) / MIB
+        self.cpu_peak_mb = cpu_peak_rss_mb()
+        _process_peak_mb = max(_process_peak_mb, self.cpu_peak_mb)
+
+    def metrics(self, region: str = "train") -> dict[str, Any]:
+        """Flat keys for `region` (train, eval, infer); read after the `with` block."""
+        if region not in REGIONS:
+            raise ValueError(f"memory region {region!r} is not one of {sorted(REGIONS)}")
+        p = f"mem/{REGIONS[region]}"
+        out: dict[str, Any] = {
+            f"{p}cpu_peak_rss_mb": self.cpu_peak_mb,
+            f"{p}gpu_peak_allocated_mb": self.gpu_peak_allocated_mb,
+            f"{p}gpu_peak_reserved_mb": self.gpu_peak_reserved_mb,
+            "mem/cpu_process_peak_rss_mb": _process_peak_mb or None,
+            "mem/cpu_rss_scope": self.cpu_scope,
+        }
+        reason = gpu_null_reason(self.device)
+        if reason is not None:
+            out["mem/null_reason"] = reason
+        return out
+
+
+def track_memory(device: torch.device | str) -> MemoryTracker:
+    """`with track_memory(device) as m: ...; m.metrics(region)`."""
+    return MemoryTracker(device)

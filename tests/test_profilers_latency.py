@@ -1,0 +1,125 @@
+"""Latency rows: statistics that hang together, sizes through dynamic image size, failures as rows."""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+from torch import nn
+
+from profilers.latency import latency_metrics, measure_latency, summarize
+
+GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.fixture(autouse=True)
+def _lock_dir(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("LVMBENCH_LOCK_DIR", str(tmp_path / "locks"))
+
+
+def small_cnn() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 10),
+    )
+
+
+def test_summary_by_hand() -> None:
+    s = summarize([1.0, 2.0, 3.0, 4.0], batch_size=2)
+    assert s["latency_ms_p50"] == 2.5
+    assert s["latency_ms_min"] == 1.0
+    assert s["latency_ms_mean"] == 2.5
+    assert s["per_sample_ms_p50"] == 1.25
+    assert s["throughput_samples_per_s"] == 2 * 4 / 0.010
+    assert abs(s["latency_ms_p99"] - 3.97) < 1e-9
+
+
+def test_rows_per_point_and_their_relations() -> None:
+    model = small_cnn().train()
+    rows = measure_latency(
+        model, "cpu", input_sizes=[16, 32], batch_sizes=[1, 4], warmup=1, repeats=5
+    )
+    assert model.training, "the model's mode is restored"
+    assert [(r["input_size"], r["batch_size"]) for r in rows] == [
+        (16, 1),
+        (16, 4),
+        (32, 1),
+        (32, 4),
+    ]
+    for r in rows:
+        assert r["status"] == "ok" and r["repeats"] == 5 and r["timer"] == "perf_counter"
+        assert (
+            r["latency_ms_min"] <= r["latency_ms_p50"] <= r["latency_ms_p90"] <= r["latency_ms_p99"]
+        )
+        # throughput comes from the same forwards: never more than the fastest forward allows,
+        # exactly what the mean forward allows
+        assert r["throughput_samples_per_s"] <= r["batch_size"] * 1000 / r["latency_ms_min"] + 1e-6
+        expect = r["batch_size"] * 1000 / r["latency_ms_mean"]
+        assert abs(r["throughput_samples_per_s"] / expect - 1) < 1e-9
+        assert r["exclusive"] is True and r["lock_wait_s"] >= 0
+    b1 = rows[0]
+    assert b1["per_sample_ms_p50"] == b1["latency_ms_p50"]
+    flat = latency_metrics(rows, input_size=32, precision="fp32")
+    assert flat["latency/b1_ms_p50"] == rows[2]["latency_ms_p50"]
+    assert flat["latency/max_samples_per_s"] == max(r["throughput_samples_per_s"] for r in rows[2:])
+
+
+def test_vit_runs_other_sizes_without_rebuilding() -> None:
+    model = timm.create_model(
+        "vit_tiny_patch16_224",
+        pretrained=False,
+        num_classes=10,
+        img_size=32,
+        patch_size=8,
+        embed_dim=32,
+        depth=1,
+        num_heads=2,
+    )
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rows = measure_latency(
+        model,
+        "cpu",
+        input_sizes=[32, 64, 36],
+        batch_sizes=[1],
+        warmup=0,
+        repeats=3,
+        exclusive=False,
+    )
+    assert [r["status"] for r in rows] == ["ok", "ok", "error"]  # 36 is not a multiple of 8
+    assert rows[2]["latency_ms_p50"] is None and rows[2]["error"]
+    assert all(r["exclusive"] is False for r in rows)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(AssertionError):
+        model(torch.randn(1, 3, 64, 64))  # the strict size check is back
+
+
+def test_budget_stops_repeats_but_keeps_three() -> None:
+    rows = measure_latency(
+        small_cnn(),
+        "cpu",
+        input_sizes=[16],
+        batch_sizes=[1],
+        warmup=0,
+        repeats=1000,
+        max_point_s=1e-9,
+    )
+    assert rows[0]["repeats"] == 3
+
+
+@GPU
+@pytest.mark.gpu
+def test_cuda_rows_use_events() -> None:
+    rows = measure_latency(
+        small_cnn().cuda(),
+        "cuda",
+        input_sizes=[32],
+        batch_sizes=[1, 8],
+        precisions=["fp32", "fp16"],
+        warmup=2,
+        repeats=5,
+    )
+    assert all(r["timer"] == "cuda_events" and r["status"] == "ok" for r in rows)
+    assert all(r["latency_ms_p50"] > 0 for r in rows)
