@@ -112,11 +112,64 @@ class LoraConfig(Strict):
 
 
 class PruneConfig(Strict):
-    method: Literal["unstructured", "structured"] = "unstructured"
+    """The `prune:` section (trainable `prune_recover`; see docs/prune.md)."""
+
+    method: Literal["unstructured", "structured"] = Field(
+        "unstructured", description="zero single weights, or remove neurons/heads/channels"
+    )
     ratio: float = Field(0.5, ge=0, lt=1, description="share of targeted weights to remove")
+    allocation: Literal["global", "uniform", "sensitivity"] = Field(
+        "global",
+        description="global: one magnitude ranking over all targeted layers (per kind when "
+        "structured); uniform: each layer loses `ratio`; sensitivity: per-layer ratios from the "
+        "sensitivity scan (more sensitive, pruned less) averaging `ratio`",
+    )
     recover_epochs: int = Field(1, ge=0, description="fine-tuning epochs after pruning")
-    sensitivity_ratios: list[float] = Field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9])
+    round_to: int | None = Field(
+        8,
+        ge=1,
+        description="structured: neurons/channels kept rounded to a multiple (None = exact)",
+    )
     sensitivity: bool = Field(True, description="run the per-layer sensitivity analysis")
+    sensitivity_ratios: list[float] = Field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9])
+    sensitivity_max_batches: int | None = Field(
+        None,
+        ge=1,
+        description="validation batches per sensitivity evaluation (None = optim.max_val_batches)",
+    )
+    histogram_bins: int = Field(64, ge=1, description="bins of the per-layer weight histograms")
+    max_layer_ratio: float = Field(
+        0.9,
+        gt=0,
+        lt=1,
+        validate_default=True,  # its validator checks the allocation, also when left default
+        description="allocation sensitivity: the most one layer may lose",
+    )
+
+    @field_validator("sensitivity_ratios")
+    @classmethod
+    def _ratios_in_range(cls, ratios: list[float]) -> list[float]:
+        bad = [r for r in ratios if not 0 <= r < 1]
+        if bad or not ratios:
+            raise ValueError(
+                f"prune.sensitivity_ratios {ratios}: need one or more values in [0, 1)"
+            )
+        return ratios
+
+    @field_validator("max_layer_ratio")
+    @classmethod
+    def _allocation_possible(cls, max_ratio: float, info: Any) -> float:
+        # The last field: every other one is validated by now and sits in info.data.
+        data = info.data
+        if data.get("allocation") == "sensitivity":
+            if not data.get("sensitivity"):
+                raise ValueError("prune.allocation: sensitivity needs prune.sensitivity: true")
+            if data.get("ratio", 0) > max_ratio:
+                raise ValueError(
+                    f"prune.ratio {data['ratio']} exceeds prune.max_layer_ratio {max_ratio}: "
+                    "no per-layer ratios can average it; raise max_layer_ratio or lower ratio"
+                )
+        return max_ratio
 
 
 class TrialConfig(Strict):
