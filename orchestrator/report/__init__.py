@@ -1,0 +1,92 @@
+"""`python -m orchestrator report DIR [--out report.html]`: the Parquet tables as one HTML report.
+
+`build_report(results_dir, out_path)` reads every table under `results_dir` (any number of sweeps),
+writes one self-contained HTML file (images as data URIs, inline style and script: it opens with
+no network) and the same plots as PNG files in `<out stem>_plots/` beside it.
+
+Sections, each present only when its data is: overview, recommendations, a summary table per
+sweep, accuracy vs GMACs / latency / peak memory with the Pareto front, training curves, latency
+vs input size, memory (GPU allocated vs reserved, or CPU RSS), LoRA rank, pruning ratio, pruning
+sensitivity heatmap, weight distributions, environment. Column names it reads: `columns.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from orchestrator.report.page import render_page
+from orchestrator.report.sections import Section, build_sections
+from orchestrator.report.tables import load_tables
+
+__all__ = ["build_report", "default_out_path", "main"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_NAME = "report.html"
+
+
+def default_out_path(results_dir: str | Path) -> Path:
+    return Path(results_dir) / DEFAULT_NAME
+
+
+def build_report(results_dir: str | Path, out_path: str | Path | None = None) -> Path:
+    """Write the report of the tables under `results_dir` to `out_path`; return its path.
+
+    Raises FileNotFoundError when `results_dir` does not exist or holds no table.
+    """
+    results_dir = Path(results_dir)
+    out = Path(out_path) if out_path else default_out_path(results_dir)
+    tables = load_tables(results_dir)
+    if tables.empty:
+        raise FileNotFoundError(
+            f"no Parquet tables under {str(results_dir)!r}: expected {results_dir}/epochs/ "
+            "(the --output of a sweep) or <dir>/<sweep output>/epochs/"
+        )
+    sections = build_sections(tables)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    plot_dir = out.parent / f"{out.stem}_plots"
+    _write_plots(sections, plot_dir)
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    html = render_page(
+        title="lvmbench report",
+        subtitle=f"{results_dir.resolve()} - written {stamp}",
+        sections=sections,
+        root=str(results_dir.resolve()),
+        plot_dir=plot_dir.name,
+    )
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(html, encoding="utf-8")
+    tmp.replace(out)  # a reader never sees half a report
+    return out
+
+
+def _write_plots(sections: list[Section], plot_dir: Path) -> None:
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    for section in sections:
+        for plot in section.plots:
+            (plot_dir / f"{plot.name}.png").write_bytes(plot.png)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI: `report DIR [--out PATH]`; prints the report's path; 0 on success, 2 on bad input."""
+    parser = argparse.ArgumentParser(
+        prog="python -m orchestrator report",
+        description="Turn the Parquet tables of one or more sweeps into one HTML report.",
+    )
+    parser.add_argument("results_dir", metavar="DIR", help="a sweep's --output directory")
+    parser.add_argument(
+        "--out", default=None, help=f"HTML file to write (default: DIR/{DEFAULT_NAME})"
+    )
+    args = parser.parse_args(argv)
+    try:
+        path = build_report(args.results_dir, args.out)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"report: {path}")
+    return 0

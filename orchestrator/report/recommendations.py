@@ -1,0 +1,165 @@
+"""A short, data-driven list of findings: each line follows from numbers in the tables.
+
+Accuracy is `best/val/acc` (or `val/acc`); "one point" is one percentage point of accuracy. A
+finding appears only when its data exists and it says something (e.g. "the cheapest trial within
+one point of the best" is skipped when that trial is the best one).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from orchestrator.report import columns as C
+from orchestrator.report.pareto import pareto_mask
+from orchestrator.report.tables import best_metric, has
+
+# Cost axes, cheapest first: (column in the trial view, words, unit, format).
+COSTS = (
+    (C.GMACS, "forward compute", "GMACs", "{:.3g}"),
+    (C.LATENCY_MS, "latency at batch size 1", "ms", "{:.3g}"),
+    (C.PEAK_MEM_MB, "peak memory", "MB", "{:.4g}"),
+    (C.EPOCH_S, "time per epoch", "s", "{:.3g}"),
+)
+
+
+def _acc(x: float) -> str:
+    return f"{x:.3f} ({100 * x:.1f}%)"
+
+
+def _names(view: pd.DataFrame, mask: pd.Series) -> str:
+    return ", ".join(view.loc[mask, C.LABEL].astype(str))
+
+
+def recommendations(view: pd.DataFrame) -> list[str]:
+    """Findings for the trials in `view` (the report's one-row-per-trial frame)."""
+    if view.empty:
+        return []
+    lines: list[str] = []
+    acc = best_metric(view, C.VAL_ACC)
+    ok = acc.notna()
+    if ok.any():
+        best_idx = acc[ok].idxmax()
+        best = float(acc[best_idx])
+        lines.append(f"Best accuracy: {view.at[best_idx, C.LABEL]} with val/acc {_acc(best)}.")
+        near = ok & (acc >= best - C.ONE_POINT)
+        lines += _cheapest_near_best(view, near, best_idx, best)
+        lines += _pareto_lines(view, acc)
+        lines += _lora_lines(view, acc)
+        lines += _prune_lines(view, acc)
+    if has(view, C.SAMPLES_PER_S) and view[C.SAMPLES_PER_S].notna().sum() > 1:
+        fast = view[C.SAMPLES_PER_S].idxmax()
+        lines.append(
+            f"Fastest training: {view.at[fast, C.LABEL]} at "
+            f"{view.at[fast, C.SAMPLES_PER_S]:.4g} samples/s."
+        )
+    lines += _failure_lines(view)
+    if C.SMOKE in view and view[C.SMOKE].fillna(False).astype(bool).any():
+        lines.append(
+            "Some trials ran with --smoke (a few batches on a tiny subset): their accuracies "
+            "prove the pipeline runs, not what the models can reach."
+        )
+    return lines
+
+
+def _cheapest_near_best(
+    view: pd.DataFrame, near: pd.Series, best_idx: object, best: float
+) -> list[str]:
+    lines = []
+    for col, words, unit, fmt in COSTS:
+        if not has(view, col):
+            continue
+        cand = view.loc[near & view[col].notna(), col].astype(float)
+        if cand.empty:
+            continue
+        cheap_idx = cand.idxmin()
+        best_cost = view.at[best_idx, col]
+        if cheap_idx == best_idx or pd.isna(best_cost) or cand[cheap_idx] >= float(best_cost):
+            continue
+        saving = 1 - cand[cheap_idx] / float(best_cost)
+        acc = best_metric(view, C.VAL_ACC)[cheap_idx]
+        lines.append(
+            f"Cheapest within one point of the best ({words}): {view.at[cheap_idx, C.LABEL]} "
+            f"at {fmt.format(cand[cheap_idx])} {unit}, {saving:.0%} less than the best trial, "
+            f"with val/acc {_acc(float(acc))}."
+        )
+        break  # the first cost axis the trials differ on is the one that matters most
+    return lines
+
+
+def _pareto_lines(view: pd.DataFrame, acc: pd.Series) -> list[str]:
+    lines = []
+    for col, words, _unit, _fmt in COSTS[:3]:
+        if not has(view, col) or view[col].notna().sum() < 2:
+            continue
+        mask = pareto_mask(view[col], acc)
+        if mask.any():
+            lines.append(f"Pareto-optimal in val/acc vs {words}: {_names(view, mask)}.")
+    return lines
+
+
+def _lora_lines(view: pd.DataFrame, acc: pd.Series) -> list[str]:
+    if not has(view, C.LORA_RANK) or view[C.LORA_RANK].nunique() < 2:
+        return []
+    lora = view[view[C.LORA_RANK].notna() & acc.notna()]
+    if lora.empty:
+        return []
+    top = float(acc[lora.index].max())
+    near = lora[acc[lora.index] >= top - C.ONE_POINT]
+    # Rank 0 is the full fine-tune baseline: the smallest LoRA rank is the smallest positive one.
+    adapters = near[near[C.LORA_RANK] > 0]
+    if adapters.empty:
+        return []
+    idx = adapters[C.LORA_RANK].astype(float).idxmin()
+    share = (
+        f", training {view.at[idx, C.TRAINABLE_PCT]:.3g}% of the parameters"
+        if C.TRAINABLE_PCT in view and pd.notna(view.at[idx, C.TRAINABLE_PCT])
+        else ""
+    )
+    return [
+        f"Smallest LoRA rank within one point of the best LoRA/full result: rank "
+        f"{int(view.at[idx, C.LORA_RANK])} ({view.at[idx, C.LABEL]}){share}, val/acc "
+        f"{_acc(float(acc[idx]))}."
+    ]
+
+
+def _prune_lines(view: pd.DataFrame, acc: pd.Series) -> list[str]:
+    if not has(view, C.PRUNE_RATIO) or view[C.PRUNE_RATIO].nunique() < 2:
+        return []
+    lines = []
+    method = view[C.PRUNE_METHOD] if C.PRUNE_METHOD in view else pd.Series("", index=view.index)
+    for name, group in view[view[C.PRUNE_RATIO].notna() & acc.notna()].groupby(
+        method.fillna(""), sort=True
+    ):
+        top = float(acc[group.index].max())
+        near = group[acc[group.index] >= top - C.ONE_POINT]
+        idx = near[C.PRUNE_RATIO].astype(float).idxmax()
+        label = f"{name} pruning" if name else "pruning"
+        lines.append(
+            f"Highest {label} ratio within one point of the best recovered accuracy: "
+            f"{view.at[idx, C.PRUNE_RATIO]:g} ({view.at[idx, C.LABEL]}), val/acc "
+            f"{_acc(float(acc[idx]))}."
+        )
+    return lines
+
+
+def _failure_lines(view: pd.DataFrame) -> list[str]:
+    failed_mask = pd.Series(False, index=view.index)
+    if C.STATUS in view:
+        failed_mask |= view[C.STATUS].astype("string").str.lower().isin(C.FAILED_STATUSES)
+    if C.ERROR in view:
+        failed_mask |= view[C.ERROR].astype("string").str.strip().fillna("").ne("")
+    failed = view[failed_mask]
+    if failed.empty:
+        return []
+    first = failed.iloc[0]
+    err = str(first.get(C.ERROR) or "").strip().splitlines()
+    why = f": {err[-1][:200]}" if err else ""
+    statuses = (
+        f" (status {', '.join(sorted(failed[C.STATUS].astype(str).unique()))})"
+        if C.STATUS in failed
+        else ""
+    )
+    return [
+        f"{len(failed)} of {len(view)} trials did not finish{statuses}; first: "
+        f"{first[C.LABEL]}{why}."
+    ]

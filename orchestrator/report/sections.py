@@ -1,0 +1,370 @@
+"""The report's sections, each built only when its data exists.
+
+A `Section` holds text, `Plot`s and `HtmlTable`s; the page template lays them out. Numbers in
+tables keep their exact stored value beside the shown text (`Cell.value`, written as the cell's
+`data-value`), so a reader or a test can check every figure against Parquet.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from orchestrator.report import columns as C
+from orchestrator.report import plots
+from orchestrator.report.recommendations import recommendations
+from orchestrator.report.tables import (
+    Tables,
+    for_sweep,
+    has,
+    reported_latency,
+    trial_view,
+    varying_columns,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Cell:
+    text: str
+    value: float | str | None = None  # the exact value behind `text`, when it is a number
+
+
+@dataclass
+class HtmlTable:
+    caption: str
+    header: list[str]
+    rows: list[list[Cell]]
+    highlight: set[int] = field(default_factory=set)  # row indices to mark (e.g. the best trial)
+    id: str = ""
+
+
+@dataclass
+class Part:
+    """A block of a section; one per sweep when the report covers several."""
+
+    heading: str = ""
+    bullets: list[str] = field(default_factory=list)
+    plots: list[plots.Plot] = field(default_factory=list)
+    tables: list[HtmlTable] = field(default_factory=list)
+
+
+@dataclass
+class Section:
+    id: str
+    title: str
+    intro: str = ""
+    parts: list[Part] = field(default_factory=list)
+
+    @property
+    def plots(self) -> list[plots.Plot]:
+        return [p for part in self.parts for p in part.plots]
+
+
+# Metric columns of the summary table, in order, each shown when any trial has it.
+SUMMARY_METRICS = (
+    C.BEST_PREFIX + C.VAL_ACC,
+    C.BEST_PREFIX + C.VAL_F1,
+    C.VAL_ACC,
+    C.VAL_LOSS,
+    C.EPOCH_S,
+    C.SAMPLES_PER_S,
+    C.STEP_MS_P50,
+    C.GMACS,
+    C.PARAMS_TOTAL,
+    C.TRAINABLE_PCT,
+    C.SPARSITY,
+    C.CPU_RSS_MB,
+    C.GPU_ALLOC_MB,
+    C.GPU_RESERVED_MB,
+    C.LATENCY_MS,
+)
+FRACTION_METRICS = {C.VAL_ACC, C.TRAIN_ACC, C.VAL_F1, C.SPARSITY}
+
+
+def is_fraction(column: str) -> bool:
+    return column.removeprefix(C.BEST_PREFIX) in FRACTION_METRICS
+
+
+def format_value(value: object, column: str = "") -> Cell:
+    """Text for one table cell; accuracies with 3 decimals, other numbers by magnitude."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return Cell("-", None)
+    if isinstance(value, bool | np.bool_):
+        return Cell(str(bool(value)), str(bool(value)))
+    if isinstance(value, int | np.integer):
+        return Cell(f"{int(value):,}", int(value))
+    if isinstance(value, float | np.floating):
+        v = float(value)
+        if is_fraction(column):
+            text = f"{v:.3f}"
+        elif v == int(v) and abs(v) < 1e15:
+            text = f"{int(v):,}"
+        elif abs(v) >= 1000:
+            text = f"{v:,.0f}"
+        elif abs(v) >= 10:
+            text = f"{v:.1f}"
+        else:
+            text = f"{v:.3g}"
+        return Cell(text, v)
+    return Cell(str(value), str(value))
+
+
+def _table(
+    df: pd.DataFrame,
+    cols: list[str],
+    caption: str,
+    *,
+    header: list[str] | None = None,
+    table_id: str = "",
+) -> HtmlTable:
+    rows = [[format_value(row[c], c) for c in cols] for _, row in df.iterrows()]
+    return HtmlTable(caption, header or cols, rows, id=table_id)
+
+
+def _present(df: pd.DataFrame, cols: tuple[str, ...] | list[str]) -> list[str]:
+    return [c for c in cols if has(df, c)]
+
+
+def overview(tables: Tables, view: pd.DataFrame) -> Section:
+    """Where the numbers come from: sweeps, trials, epochs and the files read."""
+    counts = {name: len(tables.get(name)) for name in C.TABLES}
+    read = ", ".join(f"{name} ({n} rows)" for name, n in counts.items() if n)
+    bullets = [f"Results directory: {tables.root}", f"Tables read: {read or 'none'}"]
+    epochs = tables.get(C.EPOCHS)
+    if has(epochs, C.VAL_ACC):
+        best = float(epochs[C.VAL_ACC].max())
+        n = epochs[C.TRIAL_ID].nunique() if C.TRIAL_ID in epochs else "?"
+        bullets.append(
+            f"Best val/acc over all epochs: {best:.3f} ({100 * best:.1f}%), over {n} trials."
+        )
+    rows = []
+    for sweep, g in _sweeps(view):
+        status = (
+            ", ".join(f"{k} {v}" for k, v in g[C.STATUS].astype(str).value_counts().items())
+            if C.STATUS in g
+            else "-"
+        )
+        rows.append(
+            [
+                Cell(str(sweep), str(sweep)),
+                format_value(len(g)),
+                Cell(status, status),
+                Cell(_distinct(g, C.TRAINABLE)),
+                Cell(_distinct(g, C.MODEL_NAME)),
+                Cell(", ".join(c for c in varying_columns(g) if c != C.STAGE) or "-"),
+                Cell(
+                    "yes" if C.SMOKE in g and g[C.SMOKE].fillna(False).astype(bool).any() else "no"
+                ),
+            ]
+        )
+    header = ["sweep", "trials", "status", "trainable", "models", "searched", "smoke"]
+    table = HtmlTable("Sweeps", header, rows, id="sweeps")
+    return Section(
+        "overview", "Overview", parts=[Part(bullets=bullets, tables=[table] if rows else [])]
+    )
+
+
+def _distinct(df: pd.DataFrame, col: str) -> str:
+    if col not in df:
+        return "-"
+    return ", ".join(sorted(df[col].dropna().astype(str).unique())) or "-"
+
+
+def _sweeps(view: pd.DataFrame) -> list[tuple[object, pd.DataFrame]]:
+    """(sweep name, its trials) in order of appearance; one unnamed group without a sweep column."""
+    if view.empty:
+        return []
+    if C.SWEEP not in view:
+        return [(None, view)]
+    return list(view.groupby(C.SWEEP, sort=False))
+
+
+def summary_table(sweep: object, g: pd.DataFrame) -> HtmlTable:
+    """One row per trial of one sweep: status, searched config, best and final metrics."""
+    acc = C.BEST_PREFIX + C.VAL_ACC
+    g = g.sort_values(acc, ascending=False, na_position="last") if acc in g else g
+    ident = [c for c in (C.LABEL, C.TRIAL_ID, C.STAGE, C.STATUS, C.N_EPOCHS) if has(g, c)]
+    config = [c for c in varying_columns(g) if c != C.STAGE]
+    cols = ident + config + _present(g, SUMMARY_METRICS)
+    header = ["trial" if c == C.LABEL else c for c in cols]
+    t = _table(
+        g,
+        cols,
+        f"Sweep {sweep}: {len(g)} trials, best first",
+        header=header,
+        table_id=f"summary-{sweep}",
+    )
+    if acc in g and g[acc].notna().any():
+        t.highlight = {0}
+    return t
+
+
+def summary(view: pd.DataFrame) -> Section | None:
+    parts = [Part(tables=[summary_table(sweep, g)]) for sweep, g in _sweeps(view)]
+    if not parts:
+        return None
+    return Section(
+        "summary",
+        "Summary per sweep",
+        intro=(
+            "One row per trial. best/... is the best value over the trial's epochs; other metrics "
+            "are the final epoch's, memory is the peak over epochs. Column names are the Parquet "
+            "column names. Click a header to sort."
+        ),
+        parts=parts,
+    )
+
+
+def recommendations_section(view: pd.DataFrame) -> Section | None:
+    sweeps = _sweeps(view)
+    parts = []
+    for sweep, g in sweeps:
+        lines = recommendations(g)
+        if lines:
+            parts.append(Part(heading=f"Sweep {sweep}" if len(sweeps) > 1 else "", bullets=lines))
+    if not parts:
+        return None
+    return Section(
+        "recommendations",
+        "Recommendations",
+        intro="Derived from the tables below, per sweep; one point = one percentage point of "
+        "val/acc.",
+        parts=parts,
+    )
+
+
+def latency_table(latency: pd.DataFrame, view: pd.DataFrame) -> list[HtmlTable]:
+    lat = reported_latency(latency)
+    if not has(lat, C.LAT_P50):
+        return []
+    if all(k in lat for k in C.KEY) and not view.empty:
+        lat = lat.merge(view[[*C.KEY, C.LABEL]], on=list(C.KEY), how="left")
+    cols = _present(
+        lat,
+        [
+            C.LABEL,
+            C.LAT_INPUT_SIZE,
+            C.LAT_BATCH_SIZE,
+            C.LAT_PRECISION,
+            C.LAT_P50,
+            C.LAT_P90,
+            C.LAT_P99,
+            *C.LAT_STD,
+            C.LAT_THROUGHPUT,
+            C.LAT_EXCLUSIVE,
+        ],
+    )
+    sort = [c for c in (C.LABEL, C.LAT_INPUT_SIZE, C.LAT_BATCH_SIZE) if c in cols]
+    lat = lat.sort_values(sort) if sort else lat
+    header = ["trial" if c == C.LABEL else c for c in cols]
+    return [_table(lat, cols, "Latency measurements", header=header, table_id="latency")]
+
+
+def environment(tables: Tables) -> Section | None:
+    trials = tables.get(C.TRIALS)
+    env_cols = [c for c in trials.columns if c.startswith(C.ENV_PREFIX)]
+    rows = []
+    for c in env_cols:
+        values = sorted(trials[c].dropna().astype(str).unique())
+        if values:
+            rows.append([Cell(c, c), Cell(", ".join(values))])
+    if not rows:
+        return None
+    table = HtmlTable("Environment fingerprint", ["key", "value(s)"], rows, id="environment")
+    return Section(
+        "environment",
+        "Environment",
+        intro="Hardware and package versions the trials recorded (all distinct values).",
+        parts=[Part(tables=[table])],
+    )
+
+
+# Figure sections: (id, title, draw(sweep's tables, sweep's trial view, palette) -> Plot | None).
+PlotFn = Callable[[Tables, pd.DataFrame, plots.Palette], plots.Plot | None]
+FIGURES: tuple[tuple[str, str, PlotFn], ...] = (
+    ("complexity", "Performance vs complexity", lambda t, v, pal: plots.perf_vs_complexity(v, pal)),
+    ("curves", "Training curves", lambda t, v, pal: plots.curves(t.get(C.EPOCHS), v, pal)),
+    (
+        "latency",
+        "Latency vs input size",
+        lambda t, v, pal: plots.latency_vs_input(t.get(C.LATENCY), v, pal),
+    ),
+    ("memory", "Memory", lambda t, v, pal: plots.memory(v, pal)),
+    ("lora", "LoRA rank", lambda t, v, pal: plots.lora(v, pal)),
+    ("pruning", "Pruning", lambda t, v, pal: plots.pruning(v, pal)),
+    (
+        "sensitivity",
+        "Pruning sensitivity",
+        lambda t, v, pal: plots.sensitivity(t.get(C.SENSITIVITY), v),
+    ),
+    ("weights", "Weight distributions", lambda t, v, pal: plots.weights(t.get(C.WEIGHTS), v)),
+)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "sweep"
+
+
+def figure_section(
+    sid: str, title: str, draw: PlotFn, tables: Tables, view: pd.DataFrame
+) -> Section | None:
+    """One figure per sweep that has the data (one figure in all for a single sweep)."""
+    sweeps = _sweeps(view) or [(None, view)]
+    parts = []
+    caption = ""
+    for sweep, v in sweeps:
+        sub = Tables(
+            root=tables.root, frames={n: for_sweep(df, sweep) for n, df in tables.frames.items()}
+        )
+        plot = draw(sub, v, plots.Palette(list(v[C.LABEL]) if C.LABEL in v else []))
+        if plot is None:
+            continue
+        caption = plot.caption
+        if len(sweeps) > 1:
+            plot.name = f"{plot.name}-{_slug(str(sweep))}"
+        extra = latency_table(sub.get(C.LATENCY), v) if sid == "latency" else []
+        parts.append(
+            Part(heading=f"Sweep {sweep}" if len(sweeps) > 1 else "", plots=[plot], tables=extra)
+        )
+    if not parts:
+        return None
+    return Section(sid, title, intro=caption, parts=parts)
+
+
+def build_sections(tables: Tables) -> list[Section]:
+    """Every section whose data exists, in reading order."""
+    view = trial_view(tables)
+    builders: list[Callable[[], Section | None]] = [
+        lambda: overview(tables, view),
+        lambda: recommendations_section(view),
+        lambda: summary(view),
+        *[
+            (lambda sid=sid, title=title, draw=draw: figure_section(sid, title, draw, tables, view))
+            for sid, title, draw in FIGURES
+        ],
+        lambda: environment(tables),
+    ]
+    sections: list[Section] = []
+    problems: list[str] = []
+    for build in builders:
+        try:
+            section = build()
+        except Exception as err:  # one broken figure must not cost the user the whole report
+            log.warning("report section failed: %r", err, exc_info=True)
+            problems.append(f"{type(err).__name__}: {err}")
+            continue
+        if section is not None:
+            sections.append(section)
+    if problems:
+        sections.append(
+            Section("problems", "Sections that could not be drawn", parts=[Part(bullets=problems)])
+        )
+    return sections
