@@ -1,1 +1,15 @@
+"""The work of one trial: models, data, the epoch loop, and one module per trainable.
 
+Every trainable is `run(config: dict, reporter: Reporter) -> None`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from trainables import train
+
+TRAINABLES: dict[str, Callable[[dict[str, Any], Any], None]] = {
+    "train": train.run,
+}

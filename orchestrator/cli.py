@@ -1,0 +1,167 @@
+"""`python -m orchestrator`: run a sweep, validate one, run one seed-style trial, or build a report.
+
+    python -m orchestrator SWEEP.yaml [--address ADDR] [--resume] [--smoke] [--output DIR]
+    python -m orchestrator validate SWEEP.yaml [--smoke]
+    python -m orchestrator train --model vit --batch_size 128 --lr 1e-3 --epochs 50 --phase 1 --device cpu
+    python -m orchestrator report DIR [--out report.html]
+
+Exit codes: 0 all trials finished; 1 some trial failed (the sweep still ran to the end);
+2 bad input (nothing written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from orchestrator.sweep_schema import SweepConfig, SweepError
+
+EXIT_OK, EXIT_TRIAL_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+SUBCOMMANDS = ("validate", "train", "report")
+
+
+def _sweep_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m orchestrator",
+        description="Run a sweep of vision-model trials on Ray Tune, profiled, into MLflow and "
+        "Parquet. Other commands: validate SWEEP.yaml | train --model ... | report DIR",
+    )
+    p.add_argument("sweep", type=Path, help="sweep file (YAML)")
+    _add_run_flags(p)
+    return p
+
+
+def _add_run_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--output", type=Path, default=Path("results"), help="results dir (results/)")
+    p.add_argument("--address", default=None, help="join a Ray cluster (or set RAY_ADDRESS)")
+    p.add_argument("--resume", action="store_true", help="continue the last interrupted run")
+    p.add_argument("--smoke", action="store_true", help="one epoch, few batches: proves it runs")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default mlruns/)")
+    p.add_argument("--quiet", action="store_true", help="no live trial table")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        command, rest = argv[0], argv[1:]
+        return {"validate": _validate, "train": _train, "report": _report}[command](rest)
+    args = _sweep_parser().parse_args(argv)
+    try:
+        sweep, text = _load(args.sweep, smoke=args.smoke)
+    except SweepError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return execute(sweep, text, args)
+
+
+def _load(path: Path, *, smoke: bool) -> tuple[SweepConfig, str]:
+    from orchestrator.sweep_schema import apply_smoke, load_sweep
+
+    sweep = load_sweep(path)
+    return (apply_smoke(sweep) if smoke else sweep), path.read_text(encoding="utf-8")
+
+
+def execute(sweep: SweepConfig, sweep_text: str, args: argparse.Namespace) -> int:
+    from orchestrator.run_summary import print_summary
+    from orchestrator.sweep_runner import run_sweep
+
+    output: Path = args.output
+    try:
+        outcome = run_sweep(
+            sweep,
+            output=output,
+            sweep_text=sweep_text,
+            address=args.address,
+            resume=args.resume,
+            tracking_uri=args.tracking_uri,
+            verbose=0 if args.quiet else 1,
+        )
+    except SweepError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print_summary(sweep, output.resolve(), outcome, tracking_uri=args.tracking_uri)
+    return EXIT_TRIAL_FAILED if outcome.errors else EXIT_OK
+
+
+def _validate(argv: list[str]) -> int:
+    from orchestrator.search_space import expand
+
+    p = argparse.ArgumentParser(prog="python -m orchestrator validate")
+    p.add_argument("sweep", type=Path)
+    p.add_argument("--smoke", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        sweep, _ = _load(args.sweep, smoke=args.smoke)
+    except SweepError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    trials = expand(sweep)
+    print(
+        f"sweep {sweep.name!r}: trainable {sweep.trainable}, model {sweep.model.name}, "
+        f"dataset {sweep.dataset.name}, {sweep.optim.epochs} epoch(s), "
+        f"{len(trials)} trial(s){' (smoke)' if sweep.smoke else ''}"
+    )
+    keys = [k for k in trials[0] if k != "sample"] if trials else []
+    header = ["#", "sample", *keys]
+    rows = [[str(i), str(t["sample"]), *(str(t[k]) for k in keys)] for i, t in enumerate(trials)]
+    widths = [max(len(r[c]) for r in [header, *rows]) for c in range(len(header))]
+    for r in [header, *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)))
+    return EXIT_OK
+
+
+def _train(argv: list[str]) -> int:
+    """The seed's train.py flags, as a one-trial sweep."""
+    from orchestrator.sweep_schema import validate_sweep_dict
+
+    p = argparse.ArgumentParser(
+        prog="python -m orchestrator train",
+        description="One trial with the flags of the seed's train.py (phase 1 = train, 2 = finetune).",
+    )
+    p.add_argument("--model", default="vit", help="vit, deit, swin, resnet, ... or any timm name")
+    p.add_argument("--batch_size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--phase", type=int, choices=(1, 2), default=1, help="1 pretrain, 2 fine-tune")
+    p.add_argument("--device", choices=("cuda", "cpu", "mps", "auto"), default="auto")
+    p.add_argument("--dataset", default="cifar100", help="digits, cifar10, cifar100, ...")
+    p.add_argument("--data_root", default="data")
+    p.add_argument("--img_size", type=int, default=224)
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"))
+    p.add_argument("--checkpoint", default=None, help="phase 2: weights to start from")
+    p.add_argument("--pretrained", action="store_true", help="start from the hub's weights")
+    p.add_argument("--output_dir", type=Path, default=Path("results"), help="results dir")
+    p.add_argument("--name", default=None, help="sweep/experiment name")
+    args = p.parse_args(argv)
+    trainable = "train" if args.phase == 1 else "finetune"
+    data: dict[str, Any] = {
+        "name": args.name or f"{args.model}_phase{args.phase}",
+        "trainable": trainable,
+        "model": {"name": args.model, "img_size": args.img_size, "pretrained": args.pretrained},
+        "dataset": {"name": args.dataset, "root": args.data_root},
+        "optim": {"batch_size": args.batch_size, "lr": args.lr, "epochs": args.epochs},
+        "device": args.device,
+        "precision": args.precision,
+        "resources": {"cpu": 1, "gpu": 1 if args.device == "cuda" else 0},
+    }
+    if args.checkpoint:
+        data["finetune"] = {"checkpoint": args.checkpoint}
+    try:
+        sweep = validate_sweep_dict(data, source="train flags")
+    except SweepError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    import yaml
+
+    run_args = argparse.Namespace(
+        output=args.output_dir, address=None, resume=False, tracking_uri=None, quiet=False
+    )
+    return execute(sweep, yaml.safe_dump(data, sort_keys=False), run_args)
+
+
+def _report(argv: list[str]) -> int:
+    from orchestrator.report import main as report_main
+
+    return report_main(argv)

@@ -1,0 +1,191 @@
+"""Driver-side Tune callback that logs to MLflow: a parent run per invocation, a child per trial.
+
+Experiment = sweep name. The parent run holds the sweep file and sweep-level params; each child
+run holds its trial's params (dotted keys), per-epoch metrics (step = epoch, one `log_batch` per
+epoch, not one call per value), tags, and the trial's extra tables as CSV artifacts. Only the
+driver talks to MLflow, so workers on a cluster need neither the store nor its credentials.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+from ray.tune import Callback
+
+from orchestrator.parquet_sink import error_text, user_metrics
+from orchestrator.parquet_tables import flatten_params
+from trainables.reporting import TABLES_KEY
+
+DEFAULT_STORE_DIR = "mlruns"
+MAX_PARAM_LEN = 6000  # MLflow's limit for a param value
+BATCH = 900  # MLflow accepts up to 1000 metrics per log_batch
+
+
+def default_tracking_uri(base: Path | None = None) -> str:
+    """MLFLOW_TRACKING_URI if set, else a SQLite store in ./mlruns (MLflow 3 refuses plain files)."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    store = (base or Path.cwd()) / DEFAULT_STORE_DIR
+    return f"sqlite:///{store.resolve() / 'mlflow.db'}"
+
+
+def artifact_root_for(tracking_uri: str) -> str | None:
+    """Artifacts beside the default SQLite store, under mlruns/; other stores keep their own."""
+    prefix = "sqlite:///"
+    if tracking_uri.startswith(prefix) and tracking_uri.endswith(f"{DEFAULT_STORE_DIR}/mlflow.db"):
+        return (Path(tracking_uri.removeprefix(prefix)).parent / "artifacts").as_uri()
+    return None
+
+
+def get_or_create_experiment(client: MlflowClient, name: str, tracking_uri: str) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    return client.create_experiment(name, artifact_location=_artifact_location(tracking_uri, name))
+
+
+def _artifact_location(tracking_uri: str, name: str) -> str | None:
+    root = artifact_root_for(tracking_uri)
+    return f"{root}/{name}" if root else None
+
+
+def _ms() -> int:
+    return int(time.time() * 1000)
+
+
+class MlflowSink(Callback):
+    def __init__(
+        self,
+        tracking_uri: str,
+        sweep_name: str,
+        sweep_file_text: str,
+        sweep_params: dict[str, Any],
+        tags: dict[str, str],
+    ) -> None:
+        self.tracking_uri = tracking_uri
+        self.sweep_name = sweep_name
+        self.sweep_file_text = sweep_file_text
+        self.sweep_params = sweep_params
+        self.tags = tags
+        self._reset()
+
+    def _reset(self) -> None:
+        self._client: MlflowClient | None = None
+        self.parent_run_id: str | None = None
+        self._experiment_id: str | None = None
+        self._children: dict[str, str] = {}
+        self._tables: dict[str, dict[str, list[dict[str, Any]]]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles callbacks into its experiment state: keep the config, not the live client.
+        state = dict(self.__dict__)
+        for key in ("_client", "parent_run_id", "_experiment_id", "_children", "_tables"):
+            state.pop(key, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._reset()
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+        return self._client
+
+    def start_parent(self) -> str:
+        """Create the invocation's parent run (idempotent)."""
+        if self.parent_run_id is None:
+            self._experiment_id = get_or_create_experiment(
+                self.client, self.sweep_name, self.tracking_uri
+            )
+            run = self.client.create_run(
+                self._experiment_id,
+                run_name=f"{self.sweep_name} {time.strftime('%Y-%m-%d %H:%M:%S')}",
+                tags={**self.tags, "lvmbench.role": "sweep"},
+            )
+            self.parent_run_id = run.info.run_id
+            params = [Param(k, str(v)[:MAX_PARAM_LEN]) for k, v in self.sweep_params.items()]
+            self.client.log_batch(self.parent_run_id, params=params)
+            self.client.log_text(self.parent_run_id, self.sweep_file_text, "sweep.yaml")
+        return self.parent_run_id
+
+    def setup(self, **info: Any) -> None:
+        self.start_parent()
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if trial.trial_id in self._children:
+            return
+        parent = self.start_parent()
+        params = flatten_params(trial.config)
+        run = self.client.create_run(
+            self._experiment_id,  # type: ignore[arg-type]
+            run_name=f"{trial.trial_id} {params.get('model.name')}",
+            tags={
+                **self.tags,
+                "mlflow.parentRunId": parent,
+                "lvmbench.role": "trial",
+                "lvmbench.trial_id": trial.trial_id,
+                "lvmbench.trainable": str(params.get("trainable")),
+                "lvmbench.stage": str(params.get("stage")),
+            },
+        )
+        self._children[trial.trial_id] = run.info.run_id
+        entries = [
+            Param(k, ("" if v is None else str(v))[:MAX_PARAM_LEN]) for k, v in params.items()
+        ]
+        for i in range(0, len(entries), 100):  # MLflow takes at most 100 params per batch
+            self.client.log_batch(run.info.run_id, params=entries[i : i + 100])
+
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any
+    ) -> None:
+        run_id = self._children.get(trial.trial_id)
+        if run_id is None:
+            self.on_trial_start(iteration, trials, trial)
+            run_id = self._children[trial.trial_id]
+        metrics = user_metrics(result)
+        step = int(metrics.get("epoch", result.get("training_iteration", 0)))
+        now = _ms()
+        batch = [
+            Metric(k, float(v), now, step)
+            for k, v in metrics.items()
+            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+        ]
+        for i in range(0, len(batch), BATCH):
+            self.client.log_batch(run_id, metrics=batch[i : i + BATCH])
+        for name, rows in (result.get(TABLES_KEY) or {}).items():
+            self._tables.setdefault(trial.trial_id, {}).setdefault(name, []).extend(rows)
+
+    def _finish(self, trial: Any, status: str, error: str | None) -> None:
+        run_id = self._children.get(trial.trial_id)
+        if run_id is None:
+            self.on_trial_start(0, [], trial)
+            run_id = self._children[trial.trial_id]
+        for name, rows in self._tables.pop(trial.trial_id, {}).items():
+            import pandas as pd
+
+            self.client.log_text(run_id, pd.DataFrame(rows).to_csv(index=False), f"{name}.csv")
+        if error:
+            self.client.log_batch(run_id, tags=[RunTag("lvmbench.error", error[:5000])])
+            self.client.log_text(run_id, error, "error.txt")
+        self.client.set_terminated(run_id, status=status)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._finish(trial, "FINISHED", None)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._finish(trial, "FAILED", error_text(trial))
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        if self.parent_run_id is None:
+            return
+        failed = any(t.status == "ERROR" for t in trials)
+        self.client.set_terminated(self.parent_run_id, status="FAILED" if failed else "FINISHED")

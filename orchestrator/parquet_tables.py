@@ -1,0 +1,175 @@
+"""Parquet tables: a directory per table, one part file per trial, one schema across all parts.
+
+`pandas.read_parquet("<output>/epochs")` infers the schema from one part file, so every part of a
+table must carry the same columns with the same types. `PartitionedTable` keeps the union of
+columns; when a new column (or a wider type) shows up, it rewrites the table's other parts once.
+Parts are written atomically (hidden tmp file + rename); pyarrow ignores the hidden names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, get_args, get_origin
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel
+
+from trainables.trial_config import TrialConfig
+
+SCHEMA_VERSION = 1
+
+# Columns every row of every table starts with.
+BASE_COLUMNS: dict[str, pa.DataType] = {
+    "schema_version": pa.int32(),
+    "sweep": pa.string(),
+    "trial_id": pa.string(),
+}
+
+
+def _leaf_type(annotation: Any) -> pa.DataType:
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    origin = get_origin(annotation)
+    if origin is not None and str(origin) in ("typing.Union", "<class 'types.UnionType'>"):
+        if len(args) == 1:
+            return _leaf_type(args[0])
+        return pa.string()  # e.g. pretrained: bool | str
+    if str(origin) == "typing.Literal":
+        return pa.string()
+    if annotation is bool:
+        return pa.bool_()
+    if annotation is int:
+        return pa.int64()
+    if annotation is float:
+        return pa.float64()
+    return pa.string()  # str, lists, dicts (JSON-encoded)
+
+
+def _submodel(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _submodel(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def param_columns(model: type[BaseModel] = TrialConfig, prefix: str = "") -> dict[str, pa.DataType]:
+    """Dotted-key columns for a trial's config, typed from the pydantic schema."""
+    columns: dict[str, pa.DataType] = {}
+    for name, field in model.model_fields.items():
+        sub = _submodel(field.annotation)
+        if sub is not None:
+            columns.update(param_columns(sub, f"{prefix}{name}."))
+        else:
+            columns[f"{prefix}{name}"] = _leaf_type(field.annotation)
+    return columns
+
+
+PARAM_COLUMNS = param_columns()
+
+
+def flatten_params(config: dict[str, Any]) -> dict[str, Any]:
+    """A trial's config (validated, so types are coerced) as dotted-key columns."""
+    dumped = TrialConfig.model_validate(config).model_dump(mode="json")
+    out: dict[str, Any] = {}
+    for key, typ in PARAM_COLUMNS.items():
+        node: Any = dumped
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is not None and pa.types.is_string(typ) and not isinstance(node, str):
+            node = json.dumps(node, sort_keys=True)
+        out[key] = node
+    return out
+
+
+def _value_type(key: str, value: Any) -> pa.DataType | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return pa.bool_()
+    if isinstance(value, int | float):
+        # Metrics are float64 whatever Python type a step produced, so parts agree.
+        return pa.int64() if isinstance(value, int) and "/" not in key else pa.float64()
+    return pa.string()
+
+
+def _wider(a: pa.DataType, b: pa.DataType) -> pa.DataType:
+    if a == b:
+        return a
+    numeric = {pa.int32(), pa.int64(), pa.float64()}
+    if a in numeric and b in numeric:
+        return pa.float64()
+    return pa.string()
+
+
+def _coerce(value: Any, typ: pa.DataType) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, float) and value != value:  # NaN stays a float (not a null)
+        return value if pa.types.is_floating(typ) else None
+    if pa.types.is_string(typ) and not isinstance(value, str):
+        return json.dumps(value) if isinstance(value, list | dict) else str(value)
+    return value
+
+
+def safe_part_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", name)
+
+
+class PartitionedTable:
+    """One table: `<root>/<name>/<part>.parquet`, one part per trial."""
+
+    def __init__(self, root: Path, name: str, fixed: dict[str, pa.DataType] | None = None) -> None:
+        self.dir = root / name
+        self.schema: dict[str, pa.DataType] = dict(BASE_COLUMNS)
+        self.schema.update(fixed or {})
+        if self.dir.is_dir():
+            for part in sorted(self.dir.glob("*.parquet")):
+                for field in pq.read_schema(part):
+                    old = self.schema.get(field.name)
+                    self.schema[field.name] = field.type if old is None else _wider(old, field.type)
+
+    def part_path(self, part: str) -> Path:
+        return self.dir / f"{safe_part_name(part)}.parquet"
+
+    def read_part(self, part: str) -> list[dict[str, Any]]:
+        path = self.part_path(part)
+        return pq.read_table(path).to_pylist() if path.exists() else []
+
+    def write_part(self, part: str, rows: list[dict[str, Any]]) -> Path:
+        changed = False
+        for row in rows:
+            for key, value in row.items():
+                typ = _value_type(key, value)
+                old = self.schema.get(key)
+                if old is None:
+                    # A column seen only as null so far gets a float type until a value says otherwise.
+                    self.schema[key] = typ or pa.float64()
+                    changed = True
+                elif typ is not None and _wider(old, typ) != old:
+                    self.schema[key] = _wider(old, typ)
+                    changed = True
+        self.dir.mkdir(parents=True, exist_ok=True)
+        target = self.part_path(part)
+        if changed:
+            for other in self.dir.glob("*.parquet"):
+                if other != target:
+                    self._write(other, pq.read_table(other).to_pylist())
+        self._write(target, rows)
+        return target
+
+    def _write(self, path: Path, rows: list[dict[str, Any]]) -> None:
+        schema = pa.schema([pa.field(k, t) for k, t in self.schema.items()])
+        columns = {
+            k: pa.array([_coerce(r.get(k), t) for r in rows], type=t)
+            for k, t in self.schema.items()
+        }
+        table = pa.Table.from_pydict(columns, schema=schema)
+        tmp = path.with_name(f".{path.name}.tmp")
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
