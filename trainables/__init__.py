@@ -8,8 +8,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from trainables import train
+from trainables import prune_recover, train
 
 TRAINABLES: dict[str, Callable[[dict[str, Any], Any], None]] = {
     "train": train.run,
+    "prune_recover": prune_recover.run,
 }

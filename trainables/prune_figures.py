@@ -14,6 +14,10 @@ as they were; CSR only saves space beyond 50% sparsity at fp32 (each kept value 
 index). Structured pruning removes weights, so `prune/sparsity` counts removed weights as pruned
 while `prune/model_sparsity` stays near zero.
 
+`layer_rows` gives rows of the `pruned_layers` table, one per targeted layer: `layer`, `before`
+(weights in the dense model), `after` (non-zero weights now), `sparsity` (`1 - after / before`):
+where a global threshold or the sensitivity allocation put the cuts.
+
 `weight_histogram_rows` gives rows of the `weights` table: `layer`, `phase` (before / pruned /
 recovered), `bin_left`, `bin_right`, `count`. Exact zeros (pruned weights) are left out so the
 shape of the surviving weights shows; one layer keeps the same bins in every phase, and values
@@ -65,6 +69,18 @@ def sparsity_figures(model: nn.Module, layers: Iterable[str], dense_targeted: in
         "params/nonzero": nonzero,
         "model/sparse_size_mb": sparse_bytes / MIB,
     }
+
+
+def layer_rows(model: nn.Module, dense_numel: Mapping[str, int]) -> list[dict]:
+    """Rows (layer, before, after, sparsity): weights per layer in the dense model vs non-zero now."""
+    modules = dict(model.named_modules())
+    rows = []
+    for name, before in dense_numel.items():
+        after = int(torch.count_nonzero(modules[name].weight))
+        rows.append(
+            {"layer": name, "before": before, "after": after, "sparsity": 1.0 - after / before}
+        )
+    return rows
 
 
 def _nonzero_values(model: nn.Module, name: str) -> np.ndarray:

@@ -1,0 +1,192 @@
+"""`prune_recover`: prune a trained model, measure it, fine-tune it back, measure again.
+
+One trial: load the dense model (`finetune.checkpoint`, or `model.pretrained` as a path, e.g. the
+best checkpoint of an earlier stage) -> evaluate and profile it -> per-layer sensitivity scan ->
+prune (`prune.method` at `prune.ratio`, layers' shares set by `prune.allocation`) with masks made
+permanent -> evaluate and profile the model as it now runs -> recover for `prune.recover_epochs`
+(unstructured masks held, so pruned weights stay zero) -> evaluate once more.
+
+Metrics (every per-epoch row carries the static ones; the last row also the `recovered/` ones):
+
+| key                               | unit     | meaning                                              |
+|-----------------------------------|----------|------------------------------------------------------|
+| `val/acc`, `val/f1_macro`, ...    |          | per recovery epoch, as any trial (epoch 0 = no recovery: the pruned model) |
+| `flops/*`, `params/*`, `model/*`, `latency/*`, `mem/infer_*` | | static profile of the pruned model as it runs (profilers' keys) |
+| `dense/flops/*`, `dense/params/*`, `dense/model/*`, `dense/latency/*`, `dense/mem/infer_*` | | the same profile of the dense model |
+| `dense/val/acc`, `dense/val/f1_macro`, `dense/val/loss` | | the dense model before pruning      |
+| `pruned/val/acc`, `pruned/val/f1_macro`, `pruned/val/loss` | | right after pruning, before recovery |
+| `recovered/val/acc`, `recovered/val/f1_macro`, `recovered/val/loss` | | after recovery, masks made permanent |
+| `prune/sparsity`                  | fraction | targeted weights zeroed or removed (trainables/prune_figures.py) |
+| `prune/model_sparsity`            | fraction | zeros among all parameters of the pruned model        |
+| `params/nonzero`                  | count    | non-zero parameters of the pruned model               |
+| `model/sparse_size_mb`            | MiB      | size with the targeted weights stored as CSR          |
+| `dense/prune/model_sparsity`, `dense/params/nonzero`, `dense/model/sparse_size_mb` | | the same for the dense model |
+| `recovered/prune/sparsity`        | fraction | `prune/sparsity` after recovery (held masks: unchanged) |
+| `prune/targeted_params`           | count    | weights in the targeted layers of the dense model     |
+| `prune/sensitivity_s`             | s        | wall time of the sensitivity scan (None when off)     |
+| `prune/prune_s`                   | s        | wall time of pruning itself                           |
+
+Tables: `sensitivity` (trainables/prune_sensitivity.py), `weights` (per-layer histograms, phases
+before / pruned / recovered), `pruned_layers` (per-layer weights before / after), and the
+profilers' `flops` and `latency` rows with `tag` "dense" or "" (pruned).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+from trainables.checkpoints import load_backbone_weights
+from trainables.epoch_loop import evaluate
+from trainables.models import create_model
+from trainables.profiling import static_profile
+from trainables.prune_apply import hold_masks, make_permanent, structured_prune, unstructured_prune
+from trainables.prune_figures import (
+    histogram_edges,
+    layer_rows,
+    sparsity_figures,
+    targeted_numel,
+    weight_histogram_rows,
+)
+from trainables.prune_sensitivity import ratios_from_sensitivity, sensitivity_scan
+from trainables.prune_targets import prunable_layers, structured_units
+from trainables.trial_config import PruneConfig, TrialConfig
+from trainables.trial_session import Reporter, TrialContext, fit, prepare
+
+
+def _tagged(metrics: dict[str, Any], tag: str) -> dict[str, Any]:
+    return {f"{tag}/{k}": v for k, v in metrics.items()}
+
+
+def _targets(
+    model: nn.Module, method: str, example: torch.Tensor
+) -> tuple[list[str], dict[str, int]]:
+    """Targeted layer names, and the allocation's sizes (weights per layer or structured unit)."""
+    if method == "unstructured":
+        layers = prunable_layers(model)
+        return list(layers), {n: m.weight.numel() for n, m in layers.items()}
+    modules = dict(model.named_modules())
+    units = structured_units(model, example)
+    names = list(dict.fromkeys(n for u in units for n in u.layers))
+    sizes = {u.name: sum(modules[n].weight.numel() for n in u.layers) for u in units}
+    return names, sizes
+
+
+def _allocation(
+    p: PruneConfig, sizes: dict[str, int], sensitivity: list[dict]
+) -> float | dict[str, float]:
+    if p.allocation == "global":
+        return p.ratio
+    if p.allocation == "uniform":
+        return {name: p.ratio for name in sizes}
+    return ratios_from_sensitivity(sensitivity, p.ratio, sizes, max_ratio=p.max_layer_ratio)
+
+
+def _merge_tables(*tables: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for t in tables:
+        for name, rows in t.items():
+            out.setdefault(name, []).extend(rows)
+    return out
+
+
+def _score(ctx: TrialContext, model: nn.Module, max_batches: int | None) -> dict[str, float]:
+    loss_fn = nn.CrossEntropyLoss()
+    return evaluate(model, ctx.val_loader, ctx.accelerator, loss_fn, max_batches=max_batches)
+
+
+def run(config: dict[str, Any], reporter: Reporter) -> None:
+    cfg = TrialConfig.model_validate(config)
+    p = cfg.prune
+    ctx = prepare(cfg)
+    model = create_model(cfg.model, ctx.data.num_classes)
+    if cfg.finetune.checkpoint:
+        load_backbone_weights(model, cfg.finetune.checkpoint)
+    model.to(ctx.device)
+    val_batches = cfg.optim.max_val_batches
+    img = cfg.model.img_size
+    example = torch.randn(1, 3, img, img, device=ctx.device)
+
+    # The dense model: accuracy, figures, profile, and the histogram bins every phase shares.
+    targets, sizes = _targets(model, p.method, example)
+    dense_numel = {n: targeted_numel(model, [n]) for n in targets}
+    dense_targeted = sum(dense_numel.values())
+    edges = histogram_edges(model, targets, p.histogram_bins)
+    weights = weight_histogram_rows(model, edges, "before")
+    dense = _tagged(_score(ctx, model, val_batches), "dense")
+    dense_figures = sparsity_figures(model, targets, dense_targeted)
+    dense.update(
+        _tagged({k: v for k, v in dense_figures.items() if k != "prune/sparsity"}, "dense")
+    )
+    dense_static, dense_tables = static_profile(model, cfg, ctx.device, tag="dense")
+
+    sensitivity: list[dict] = []
+    sensitivity_s = None
+    if p.sensitivity:
+        t0 = time.perf_counter()
+        batches = p.sensitivity_max_batches or val_batches
+        sensitivity = sensitivity_scan(
+            model,
+            lambda m: _score(ctx, m, batches),
+            p.sensitivity_ratios,
+            method=p.method,
+            example_inputs=example,
+            round_to=p.round_to,
+        )
+        sensitivity_s = time.perf_counter() - t0
+
+    ratios = _allocation(p, sizes, sensitivity)
+    t0 = time.perf_counter()
+    masks = None
+    if p.method == "unstructured":
+        masks = unstructured_prune(model, ratios)
+    else:
+        structured_prune(model, example, ratios, round_to=p.round_to)
+    prune_s = time.perf_counter() - t0
+
+    # The pruned model as it now runs: untagged keys, so MACs and latency are the real ones.
+    pruned = _tagged(_score(ctx, model, val_batches), "pruned")
+    static, tables = static_profile(model, cfg, ctx.device)
+    figures = sparsity_figures(model, targets, dense_targeted)
+    weights += weight_histogram_rows(model, edges, "pruned")
+    static_metrics = {
+        **static,
+        **figures,
+        **pruned,
+        **dense,
+        **dense_static,
+        "prune/targeted_params": dense_targeted,
+        "prune/sensitivity_s": sensitivity_s,
+        "prune/prune_s": prune_s,
+    }
+    tables = _merge_tables(
+        tables,
+        dense_tables,
+        {"weights": weights, "pruned_layers": layer_rows(model, dense_numel)},
+        {"sensitivity": sensitivity} if sensitivity else {},
+    )
+
+    epochs = min(p.recover_epochs, cfg.optim.epochs) if cfg.smoke else p.recover_epochs
+    if epochs == 0:
+        val = {k.removeprefix("pruned/"): v for k, v in pruned.items()}
+        reporter.report({"epoch": 0, **val, **static_metrics}, tables=tables)
+        return
+
+    if masks is not None:
+        hold_masks(model, masks)
+    history = fit(ctx, model, reporter, epochs=epochs, static_metrics=static_metrics, tables=tables)
+    make_permanent(model)
+    recovered = _tagged(_score(ctx, model, val_batches), "recovered")
+    recovered["recovered/prune/sparsity"] = sparsity_figures(model, targets, dense_targeted)[
+        "prune/sparsity"
+    ]
+    # Re-reports the last epoch (same epoch number: the row is replaced, not added) with the
+    # recovered figures, which exist only once fit() has returned.
+    last = history[-1] if history else {"epoch": epochs, **static_metrics}
+    reporter.report(
+        {**last, **recovered},
+        tables={"weights": weight_histogram_rows(model, edges, "recovered")},
+    )
