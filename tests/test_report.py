@@ -65,10 +65,13 @@ def test_summary_numbers_equal_parquet(full: tuple[Path, Path, str]) -> None:
         table = page.tables[f"summary-{sweep}"]
         for rec in table.records():
             tid = rec["trial_id"][0]
+            rows = epochs[epochs["trial_id"] == tid]
             for col, (text, value) in rec.items():
                 if col not in trials.columns or value is None:
                     continue
-                stored = trials.at[tid, col]
+                # Memory is the peak over the epochs; everything else is as `trials` stores it.
+                is_mem = col.startswith("mem/") and col.endswith("_mb")
+                stored = rows[col].max() if is_mem else trials.at[tid, col]
                 assert float(value) == pytest.approx(float(stored), rel=0, abs=0), (tid, col)
                 assert text == format_value(stored, col).text
                 checked += 1
@@ -243,4 +246,49 @@ def test_schema_drift_between_parts_keeps_every_column(tmp_path: Path) -> None:
         in page.tables["summary-s"].rows[0][page.tables["summary-s"].header.index("best/val/acc")][
             0
         ]
+    )
+
+
+def _write_rows(out: Path, table: str, part: str, rows: list[dict]) -> None:
+    (out / table).mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows), out / table / f"{part}.parquet")
+
+
+def test_memory_is_peak_over_epochs_and_json_config_reads_well(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    kwargs = {"a": '{"depth": 4, "patch_size": 8}', "b": "{}"}
+    for tid, mem in (("a", (1000.0, 900.0)), ("b", (700.0, 800.0))):
+        base = {"sweep": "s", "trial_id": tid, "model.name": "m", "model.kwargs": kwargs[tid]}
+        epochs = [
+            {**base, "epoch": e, "val/acc": 0.5 + 0.1 * e, "mem/cpu_peak_rss_mb": m}
+            for e, m in enumerate(mem, start=1)
+        ]
+        _write_rows(out, "epochs", tid, epochs)
+        # As the sink writes it: the final epoch's metrics.
+        _write_rows(out, "trials", tid, [{**epochs[-1], "status": "TERMINATED", "error": None}])
+    page = parse(build_report(out, tmp_path / "r.html").read_text(encoding="utf-8"))
+    rec = {r["trial_id"][0]: r for r in page.tables["summary-s"].records()}
+    assert rec["a"]["mem/cpu_peak_rss_mb"] == ("1,000", "1000.0")
+    assert rec["b"]["mem/cpu_peak_rss_mb"] == ("800", "800.0")
+    # A JSON dict of model kwargs reads as its items; an empty one adds nothing.
+    assert rec["a"]["trial"][0] == "m depth=4 patch_size=8" and rec["b"]["trial"][0] == "m"
+
+
+def test_pruning_recommendation_uses_recovered_accuracy(tmp_path: Path) -> None:
+    view = pd.DataFrame(
+        {
+            C.SWEEP: "p",
+            C.TRIAL_ID: ["r2", "r5", "r8"],
+            C.LABEL: ["ratio=0.2", "ratio=0.5", "ratio=0.8"],
+            C.PRUNE_METHOD: "unstructured",
+            C.PRUNE_RATIO: [0.2, 0.5, 0.8],
+            # Epoch 0 of recovery is the pruned model: best/val/acc alone would mislead.
+            "best/val/acc": [0.95, 0.95, 0.95],
+            "recovered/val/acc": [0.930, 0.921, 0.80],
+        }
+    )
+    lines = recommendations(view)
+    assert (
+        "Highest unstructured pruning ratio within one point of the best recovered accuracy: "
+        "0.5 (ratio=0.5), val/acc 0.921 (92.1%)." in lines
     )

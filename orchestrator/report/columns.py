@@ -14,7 +14,7 @@ TRIALS = "trials"
 LATENCY = "latency"
 SENSITIVITY = "sensitivity"
 WEIGHTS = "weights"
-TABLES = (EPOCHS, TRIALS, LATENCY, SENSITIVITY, WEIGHTS)
+TABLES = (EPOCHS, TRIALS, LATENCY, SENSITIVITY, WEIGHTS, "flops")
 
 # Keys present in every row.
 SWEEP = "sweep"
@@ -68,19 +68,52 @@ HIGHER_IS_BETTER = {
     TRAIN_LOSS: False,
     VAL_LOSS: False,
 }
-# Peak metrics: the per-trial value is the maximum over epochs.
-PEAK_METRICS = (CPU_RSS_MB, GPU_ALLOC_MB, GPU_RESERVED_MB)
+# Memory columns (`mem/..._mb`) are peaks: a trial's value is the maximum over its epochs.
+MEM_PREFIX = "mem/"
+MEM_SUFFIX = "_mb"
+CPU_PROCESS_RSS_MB = "mem/cpu_process_peak_rss_mb"
+# A trial's "peak memory" (for the Pareto plots), most telling first: (column, axis words).
+PEAK_MEM_SOURCES = (
+    (GPU_ALLOC_MB, "peak GPU memory allocated, training (MiB)"),
+    (CPU_RSS_MB, "peak CPU RSS, training (MiB)"),
+    (CPU_PROCESS_RSS_MB, "peak CPU RSS of the trial process (MiB)"),
+    ("mem/infer_gpu_peak_allocated_mb", "peak GPU memory allocated, batch-1 inference (MiB)"),
+    ("mem/infer_cpu_peak_rss_mb", "peak CPU RSS, batch-1 inference (MiB)"),
+)
+# Bars of the memory figure: the GPU ones when any trial has them, else the CPU ones.
+GPU_MEM_BARS = (
+    (GPU_ALLOC_MB, "training, allocated"),
+    (GPU_RESERVED_MB, "training, reserved"),
+    ("mem/eval_gpu_peak_allocated_mb", "evaluation, allocated"),
+    ("mem/eval_gpu_peak_reserved_mb", "evaluation, reserved"),
+    ("mem/infer_gpu_peak_allocated_mb", "batch-1 inference, allocated"),
+    ("mem/infer_gpu_peak_reserved_mb", "batch-1 inference, reserved"),
+)
+CPU_MEM_BARS = (
+    (CPU_RSS_MB, "training"),
+    ("mem/eval_cpu_peak_rss_mb", "evaluation"),
+    ("mem/infer_cpu_peak_rss_mb", "batch-1 inference"),
+    (CPU_PROCESS_RSS_MB, "trial process"),
+)
 
 # Environment fingerprint columns in `trials`.
 ENV_PREFIX = "env/"
 
-# Accuracy of a pruned model before and after recovery. The recovered accuracy is the trial's own
-# `val/acc`; the accuracy right after pruning (before any fine-tuning) goes by one of these names.
-PRUNED_ACC = ("prune/val_acc_pruned", "prune/acc_pruned", "prune/pruned_val_acc", "pruned/val/acc")
-UNPRUNED_ACC = ("dense/val/acc", "prune/val_acc_before", "prune/acc_before")
+# Accuracy of a pruned model: before pruning (dense), right after it, after recovery. Without a
+# `recovered/` figure the trial's best `val/acc` stands for the recovered accuracy.
+PRUNED_ACC = ("pruned/val/acc", "prune/val_acc_pruned", "prune/acc_pruned")
+DENSE_ACC = ("dense/val/acc", "prune/val_acc_before", "prune/acc_before")
+RECOVERED_ACC = ("recovered/val/acc",)
+# The dense model's own profile, drawn as a reference line beside the pruned model's figures.
+DENSE_PREFIX = "dense/"
 
 # A latency figure already folded into `trials` (batch size 1, the trial's input size).
 TRIAL_LATENCY_MS = ("latency/b1_ms_p50", "latency/ms_p50", "latency/bs1_ms_p50")
+
+# `flops` table: FLOPs per input size (the flat `flops/*` keys describe the trial's own size).
+FLOPS = "flops"
+F_INPUT_SIZE = "input_size"
+F_GMACS = "fwd_gmacs"
 
 # `latency` table: trial x input size x batch size x precision.
 LAT_INPUT_SIZE = "input_size"
@@ -117,7 +150,8 @@ LABEL = "label"
 MODEL_LABEL = "model label"  # the label from config keys that change the network only
 N_EPOCHS = "epochs"
 LATENCY_MS = "latency_ms_p50 (bs 1)"
-PEAK_MEM_MB = "peak memory (MB)"
+PEAK_MEM_MB = "peak memory (MiB)"
+PEAK_MEM_SOURCE = "peak memory source"  # which PEAK_MEM_SOURCES column PEAK_MEM_MB came from
 
 # "Within one point of the best accuracy": one percentage point, accuracy stored as a fraction.
 ONE_POINT = 0.01

@@ -18,10 +18,18 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 from orchestrator.report import columns as C
 from orchestrator.report.pareto import front_line, pareto_mask
-from orchestrator.report.tables import best_metric, first_present, has, reported_latency
+from orchestrator.report.tables import (
+    best_metric,
+    first_present,
+    has,
+    peak_mem_label,
+    recovered_acc,
+    reported_latency,
+)
 
 DPI = 100
 MAX_LEGEND = 16  # more trials than this: legend lists the first ones only
@@ -96,7 +104,7 @@ def perf_vs_complexity(view: pd.DataFrame, palette: Palette) -> Plot | None:
     axes_spec = [
         (C.GMACS, "forward GMACs (per sample)"),
         (C.LATENCY_MS, "latency p50, batch size 1 (ms)"),
-        (C.PEAK_MEM_MB, _mem_axis_label(view)),
+        (C.PEAK_MEM_MB, peak_mem_label(view)),
     ]
     axes_spec = [(col, xl) for col, xl in axes_spec if has(view, col)]
     if acc.isna().all() or not axes_spec:
@@ -157,13 +165,14 @@ def _annotate(ax: Axes, text: str, x: float, y: float, xs: pd.Series, dy: float)
     )
 
 
-def _mem_axis_label(view: pd.DataFrame) -> str:
-    gpu = has(view, C.GPU_ALLOC_MB)
-    return "peak GPU memory allocated (MB)" if gpu else "peak CPU RSS (MB)"
-
-
-def latency_vs_input(latency: pd.DataFrame, view: pd.DataFrame, palette: Palette) -> Plot | None:
-    """Forward latency (p50, p90-p10 band) against input size per trial; throughput vs batch."""
+def latency_vs_input(
+    latency: pd.DataFrame,
+    view: pd.DataFrame,
+    palette: Palette,
+    flops: pd.DataFrame | None = None,
+) -> Plot | None:
+    """Forward latency (p50, band to p90) against input size per model; throughput vs batch
+    size; forward GMACs vs input size when the `flops` table has several sizes."""
     latency = reported_latency(latency)
     if not has(latency, C.LAT_P50, C.LAT_INPUT_SIZE, *C.KEY):
         return None
@@ -179,8 +188,9 @@ def latency_vs_input(latency: pd.DataFrame, view: pd.DataFrame, palette: Palette
     color_of = {m: palette(g[C.LABEL].iloc[0]) for m, g in lat.groupby(C.MODEL_LABEL, sort=False)}
     has_bs = has(lat, C.LAT_BATCH_SIZE)
     several_prec = has(lat, C.LAT_PRECISION) and lat[C.LAT_PRECISION].nunique() > 1
-    panels = 2 if has_bs and lat[C.LAT_BATCH_SIZE].nunique() > 1 else 1
-    fig, axes = _figure(panels)
+    throughput = has_bs and lat[C.LAT_BATCH_SIZE].nunique() > 1
+    macs = _flops_by_size(flops, names)
+    fig, axes = _figure(1 + int(throughput) + int(macs is not None))
     bs1 = lat[lat[C.LAT_BATCH_SIZE] == lat[C.LAT_BATCH_SIZE].min()] if has_bs else lat
     groups = [C.MODEL_LABEL, C.LAT_PRECISION] if several_prec else [C.MODEL_LABEL]
     for key, rows in bs1.groupby(groups, sort=False):
@@ -198,8 +208,10 @@ def latency_vs_input(latency: pd.DataFrame, view: pd.DataFrame, palette: Palette
     axes[0].set_ylabel(f"forward latency p50 (ms), {bs_text}")
     axes[0].set_title("Latency vs input size (band: p50 to p90)", fontsize=10)
     axes[0].grid(alpha=0.3)
-    if panels == 2:
+    if throughput:
         _throughput_panel(axes[1], lat, color_of)
+    if macs is not None:
+        _macs_panel(axes[-1], macs, color_of)
     _legend(fig, axes)
     return Plot(
         "latency_vs_input",
@@ -209,6 +221,30 @@ def latency_vs_input(latency: pd.DataFrame, view: pd.DataFrame, palette: Palette
         "they train share a line), measured after warm-up with the device synchronized; "
         "the shaded band reaches the 90th percentile.",
     )
+
+
+def _flops_by_size(flops: pd.DataFrame | None, names: pd.DataFrame) -> pd.DataFrame | None:
+    """Untagged `flops` rows with model labels, when they cover more than one input size."""
+    if flops is None or not has(flops, C.F_INPUT_SIZE, C.F_GMACS, *C.KEY):
+        return None
+    rows = flops[flops[C.F_GMACS].notna()]
+    if C.LAT_TAG in rows:
+        rows = rows[rows[C.LAT_TAG].isna() | (rows[C.LAT_TAG].astype("string") == "")]
+    if rows[C.F_INPUT_SIZE].nunique() < 2:
+        return None
+    rows = rows.merge(names, on=list(C.KEY), how="left")
+    rows[C.MODEL_LABEL] = rows[C.MODEL_LABEL].fillna(rows[C.TRIAL_ID].astype(str))
+    return rows
+
+
+def _macs_panel(ax: Axes, rows: pd.DataFrame, color_of: dict) -> None:
+    for model, g in rows.groupby(C.MODEL_LABEL, sort=False):
+        g = g.groupby(C.F_INPUT_SIZE)[C.F_GMACS].median().sort_index()
+        ax.plot(g.index, g.to_numpy(), "s--", color=color_of.get(model, "tab:gray"), label=model)
+    ax.set_xlabel("input size (pixels per side)")
+    ax.set_ylabel("forward GMACs per sample")
+    ax.set_title("Compute vs input size", fontsize=10)
+    ax.grid(alpha=0.3)
 
 
 def _throughput_panel(ax: Axes, lat: pd.DataFrame, color_of: dict) -> None:
@@ -226,58 +262,55 @@ def _throughput_panel(ax: Axes, lat: pd.DataFrame, color_of: dict) -> None:
     ax.grid(alpha=0.3)
 
 
+HATCHES = ("", "//", "..", "\\\\", "xx", "oo")
+
+
 def memory(view: pd.DataFrame, palette: Palette) -> Plot | None:
-    """GPU memory allocated vs reserved per trial (CPU peak RSS where there is no GPU)."""
-    gpu = has(view, C.GPU_ALLOC_MB) or has(view, C.GPU_RESERVED_MB)
+    """GPU memory allocated vs reserved per trial and region (CPU RSS where there is no GPU)."""
+    gpu = [(c, n) for c, n in C.GPU_MEM_BARS if has(view, c)]
+    cpu = [(c, n) for c, n in C.CPU_MEM_BARS if has(view, c)]
     if gpu:
-        series = [
-            (c, n)
-            for c, n in ((C.GPU_ALLOC_MB, "allocated"), (C.GPU_RESERVED_MB, "reserved"))
-            if c in view
-        ]
-        title, ylabel = "Peak GPU memory: allocated vs reserved", "MB"
-    elif has(view, C.CPU_RSS_MB):
-        series = [(C.CPU_RSS_MB, "CPU peak RSS")]
-        title, ylabel = "Peak CPU memory (RSS; no GPU in these trials)", "MB"
+        series, title = gpu, "Peak GPU memory: allocated vs reserved"
+    elif cpu:
+        series, title = cpu, "Peak CPU memory (RSS; no GPU figures in these trials)"
     else:
         return None
     rows = view.dropna(subset=[c for c, _ in series], how="all")
-    fig, axes = _figure(1, width=max(6.0, 0.7 * len(rows) + 3))
+    fig, axes = _figure(1, width=max(6.0, (0.35 * len(series) + 0.4) * len(rows) + 3))
     ax = axes[0]
     x = np.arange(len(rows))
     width = 0.8 / len(series)
-    for i, (col, name) in enumerate(series):
-        colors = [palette(label) for label in rows[C.LABEL]]
+    colors = [palette(label) for label in rows[C.LABEL]]
+    for i, (col, _name) in enumerate(series):
         bars = ax.bar(
             x + (i - (len(series) - 1) / 2) * width,
             rows[col].astype(float),
             width,
             color=colors,
-            alpha=1.0 if i == 0 else 0.45,
+            alpha=1.0 - 0.12 * i,
             edgecolor="black",
-            hatch="" if i == 0 else "//",
-            label=name,
+            hatch=HATCHES[i % len(HATCHES)],
         )
         ax.bar_label(bars, fmt="%.0f", fontsize=7)
-    ax.set_xticks(x, rows[C.LABEL], rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel(ylabel)
-    ax.set_ylim(0, 1.15 * float(np.nanmax(rows[[c for c, _ in series]].to_numpy(float))))
+    ax.set_xticks(x, rows[C.LABEL], rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("MiB")
+    top = float(np.nanmax(rows[[c for c, _ in series]].to_numpy(float)))
+    ax.set_ylim(0, 1.2 * top if top > 0 else 1)
     ax.set_title(title, fontsize=10)
     if len(series) > 1:
-        ax.legend(
-            fontsize=8,
-            loc="upper left",
-            ncols=2,
-            title="solid: allocated, hatched: reserved",
-            title_fontsize=7,
-        )
+        proxies = [
+            Patch(facecolor="white", edgecolor="black", hatch=HATCHES[i % len(HATCHES)], label=n)
+            for i, (_c, n) in enumerate(series)
+        ]
+        ax.legend(handles=proxies, fontsize=7, loc="upper left", ncols=min(3, len(series)))
     ax.grid(alpha=0.3, axis="y")
     return Plot(
         "memory",
         "Memory per trial",
         _render(fig),
-        "Peak over the trial's epochs. On a GPU, reserved minus allocated is what the "
-        "caching allocator holds without using it.",
+        "Peak memory per region (training epoch, evaluation, batch-1 inference), the peak over "
+        "the trial's epochs. On a GPU, reserved minus allocated is what PyTorch's caching "
+        "allocator holds without using it.",
     )
 
 
@@ -337,7 +370,7 @@ def lora(view: pd.DataFrame, palette: Palette) -> Plot | None:
     specs = [
         (C.TRAINABLE_PCT, "trainable parameters (%)"),
         (C.STEP_MS_P50, "training step time p50 (ms)"),
-        (C.PEAK_MEM_MB, _mem_axis_label(rows)),
+        (C.PEAK_MEM_MB, peak_mem_label(rows)),
         ("_acc", "best val/acc"),
     ]
     specs = [(c, yl) for c, yl in specs if has(rows, c)]
@@ -376,23 +409,30 @@ def pruning(view: pd.DataFrame, palette: Palette) -> Plot | None:
     if not has(view, C.PRUNE_RATIO) or view[C.PRUNE_RATIO].nunique() < 2:
         return None
     rows = view[view[C.PRUNE_RATIO].notna()].copy()
-    rows["_recovered"] = best_metric(rows, C.VAL_ACC)
+    rows["_recovered"] = recovered_acc(rows)
     pruned_col = first_present(rows, C.PRUNED_ACC)
+    dense_col = first_present(rows, C.DENSE_ACC)
     specs = [("_acc", "val/acc"), (C.GMACS, "forward GMACs"), (C.LATENCY_MS, "latency p50 (ms)")]
     specs = [(c, yl) for c, yl in specs if c == "_acc" or has(rows, c)]
     fig, axes = _figure(len(specs))
     method = (
         rows[C.PRUNE_METHOD].fillna("") if C.PRUNE_METHOD in rows else pd.Series("", rows.index)
     )
-    markers = dict(zip(sorted(method.unique()), "osD^v", strict=False))
+    names = sorted(method.unique())
+    markers = dict(zip(names, "osD^v", strict=False))
     colors = dict(
-        zip(
-            sorted(method.unique()),
-            ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown"),
-            strict=False,
-        )
+        zip(names, ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown"), strict=False)
     )
+    # The dense model's figure, where the trials recorded it: what pruning is measured against.
+    dense_of = {
+        "_acc": dense_col,
+        C.GMACS: C.DENSE_PREFIX + C.GMACS,
+        C.LATENCY_MS: first_present(rows, tuple(C.DENSE_PREFIX + c for c in C.TRIAL_LATENCY_MS)),
+    }
     for ax, (col, ylabel) in zip(axes, specs, strict=True):
+        dense = dense_of.get(col)
+        if dense and has(rows, dense):
+            ax.axhline(float(rows[dense].median()), color="gray", ls="--", lw=1, label="dense")
         for name, g in rows.groupby(method, sort=True):
             g = g.sort_values(C.PRUNE_RATIO)
             tag = f"{name} " if name else ""
@@ -420,7 +460,8 @@ def pruning(view: pd.DataFrame, palette: Palette) -> Plot | None:
         "Pruning ratio",
         _render(fig),
         "Accuracy right after pruning (dotted) and after recovery fine-tuning (solid); "
-        "MACs and latency as counted and timed on the pruned model.",
+        "MACs and latency as counted and timed on the pruned model; the dashed grey line is "
+        "the dense model.",
     )
 
 

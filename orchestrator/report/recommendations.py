@@ -11,7 +11,7 @@ import pandas as pd
 
 from orchestrator.report import columns as C
 from orchestrator.report.pareto import pareto_mask
-from orchestrator.report.tables import best_metric, has
+from orchestrator.report.tables import best_metric, has, recovered_acc
 
 # Cost axes, cheapest first: (column in the trial view, words, unit, format).
 COSTS = (
@@ -45,7 +45,7 @@ def recommendations(view: pd.DataFrame) -> list[str]:
         lines += _cheapest_near_best(view, near, best_idx, best)
         lines += _pareto_lines(view, acc)
         lines += _lora_lines(view, acc)
-        lines += _prune_lines(view, acc)
+        lines += _prune_lines(view, recovered_acc(view))
     if has(view, C.SAMPLES_PER_S) and view[C.SAMPLES_PER_S].notna().sum() > 1:
         fast = view[C.SAMPLES_PER_S].idxmax()
         lines.append(

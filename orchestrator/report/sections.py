@@ -84,6 +84,7 @@ SUMMARY_METRICS = (
     C.CPU_RSS_MB,
     C.GPU_ALLOC_MB,
     C.GPU_RESERVED_MB,
+    C.CPU_PROCESS_RSS_MB,
     C.LATENCY_MS,
 )
 FRACTION_METRICS = {C.VAL_ACC, C.TRAIN_ACC, C.VAL_F1, C.SPARSITY}
@@ -273,7 +274,7 @@ def environment(tables: Tables) -> Section | None:
     env_cols = [c for c in trials.columns if c.startswith(C.ENV_PREFIX)]
     rows = []
     for c in env_cols:
-        values = sorted(trials[c].dropna().astype(str).unique())
+        values = sorted({format_value(v, c).text for v in trials[c].dropna()})
         if values:
             rows.append([Cell(c, c), Cell(", ".join(values))])
     if not rows:
@@ -295,7 +296,7 @@ FIGURES: tuple[tuple[str, str, PlotFn], ...] = (
     (
         "latency",
         "Latency vs input size",
-        lambda t, v, pal: plots.latency_vs_input(t.get(C.LATENCY), v, pal),
+        lambda t, v, pal: plots.latency_vs_input(t.get(C.LATENCY), v, pal, t.get(C.FLOPS)),
     ),
     ("memory", "Memory", lambda t, v, pal: plots.memory(v, pal)),
     ("lora", "LoRA rank", lambda t, v, pal: plots.lora(v, pal)),

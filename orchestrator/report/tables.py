@@ -8,6 +8,7 @@ reading the directory as one dataset would keep only the first part's schema.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,6 +117,20 @@ def _fmt_value(v: object) -> str:
     return str(v)
 
 
+def _config_bits(col: str, value: object) -> list[str]:
+    """`lr=0.001`; a JSON dict (e.g. `model.kwargs`) as its items, an empty one as nothing."""
+    if isinstance(value, str) and value[:1] in ("{", "["):
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict):
+            return [f"{k}={_fmt_value(v)}" for k, v in parsed.items()]
+        if isinstance(parsed, list):
+            return [f"{_short(col)}={','.join(_fmt_value(v) for v in parsed)}"]
+    return [f"{_short(col)}={_fmt_value(value)}"]
+
+
 def _labels(trials: pd.DataFrame, prefixes: tuple[str, ...] | None = None) -> pd.Series:
     """A short human name per trial: model name plus the config values its sweep varied.
 
@@ -133,7 +148,9 @@ def _labels(trials: pd.DataFrame, prefixes: tuple[str, ...] | None = None) -> pd
             bits = []
             if C.MODEL_NAME in group and pd.notna(row[C.MODEL_NAME]):
                 bits.append(str(row[C.MODEL_NAME]))
-            bits += [f"{_short(c)}={_fmt_value(row[c])}" for c in vary if pd.notna(row[c])]
+            for c in vary:
+                if pd.notna(row[c]):
+                    bits += _config_bits(c, row[c])
             if C.STAGE in group and pd.notna(row.get(C.STAGE)) and group[C.STAGE].nunique() > 1:
                 bits.append(f"[{row[C.STAGE]}]")
             labels[idx] = " ".join(bits) or str(row[C.TRIAL_ID])
@@ -157,9 +174,13 @@ def _from_epochs(epochs: pd.DataFrame) -> pd.DataFrame:
         if metric in ordered:
             best = grouped[metric].max() if higher else grouped[metric].min()
             out[C.BEST_PREFIX + metric] = best
-    for metric in C.PEAK_METRICS:
-        if metric in ordered:
-            out[metric] = grouped[metric].max()
+    for metric in ordered.columns:
+        if metric.startswith(C.MEM_PREFIX) and metric.endswith(C.MEM_SUFFIX):
+            out[metric] = (
+                pd.to_numeric(ordered[metric], errors="coerce")
+                .groupby([ordered[k] for k in C.KEY], sort=False)
+                .max()
+            )
     return out.reset_index()
 
 
@@ -167,21 +188,29 @@ def trial_view(tables: Tables) -> pd.DataFrame:
     """One row per trial: the `trials` table where it exists, completed from `epochs`.
 
     Values from `trials` win; a column only `epochs` has (or a trial only `epochs` knows) is
-    filled from the epoch rows. Adds `label`, `epochs` (count), and the cost figures the report
-    plots: `latency_ms_p50 (bs 1)` and `peak memory (MB)`.
+    filled from the epoch rows, except memory (`mem/*_mb`): the peak over the epoch rows wins.
+    Adds `label`, `model label`, `epochs` (count), and the cost figures the report plots:
+    `latency_ms_p50 (bs 1)` and `peak memory (MiB)` (with its source column).
     """
     trials = tables.get(C.TRIALS)
     epochs = tables.get(C.EPOCHS)
     parts = []
     if not trials.empty and all(k in trials for k in C.KEY):
         parts.append(trials.drop_duplicates(list(C.KEY), keep="last").set_index(list(C.KEY)))
+    from_epochs = None
     if not epochs.empty and all(k in epochs for k in C.KEY):
-        parts.append(_from_epochs(epochs).set_index(list(C.KEY)))
+        from_epochs = _from_epochs(epochs).set_index(list(C.KEY))
+        parts.append(from_epochs)
     if not parts:
         return pd.DataFrame()
     view = parts[0]
     for extra in parts[1:]:
         view = view.combine_first(extra)
+    if from_epochs is not None:
+        # `trials` keeps the final epoch's memory; the report promises the peak over epochs.
+        for col in from_epochs.columns:
+            if col.startswith(C.MEM_PREFIX) and col.endswith(C.MEM_SUFFIX):
+                view[col] = from_epochs[col].reindex(view.index).fillna(view[col])
     view = view.reset_index()
     if list(trials.columns):
         # combine_first sorts columns; keep the trials table's order first for readable output.
@@ -190,9 +219,22 @@ def trial_view(tables: Tables) -> pd.DataFrame:
     view[C.LABEL] = _labels(view)
     view[C.MODEL_LABEL] = _labels(view, C.ARCH_PREFIXES)
     view[C.LATENCY_MS] = _trial_latency(view, tables.get(C.LATENCY))
-    mem = first_present(view, (C.GPU_ALLOC_MB, C.CPU_RSS_MB))
-    view[C.PEAK_MEM_MB] = view[mem] if mem else float("nan")
+    view[C.PEAK_MEM_MB] = float("nan")
+    view[C.PEAK_MEM_SOURCE] = None
+    for _sweep, group in view.groupby(C.SWEEP, sort=False) if C.SWEEP in view else [(0, view)]:
+        # One source per sweep, so that all its trials are compared on the same memory figure.
+        src = first_present(group, tuple(col for col, _ in C.PEAK_MEM_SOURCES))
+        if src:
+            view.loc[group.index, C.PEAK_MEM_MB] = group[src].astype(float)
+            view.loc[group.index, C.PEAK_MEM_SOURCE] = src
     return view
+
+
+def peak_mem_label(view: pd.DataFrame) -> str:
+    """Axis words for the view's PEAK_MEM_MB (the source of its first trial that has one)."""
+    sources = view[C.PEAK_MEM_SOURCE].dropna() if C.PEAK_MEM_SOURCE in view else []
+    words = dict(C.PEAK_MEM_SOURCES)
+    return words.get(sources.iloc[0], "peak memory (MiB)") if len(sources) else "peak memory"
 
 
 def reported_latency(latency: pd.DataFrame) -> pd.DataFrame:
@@ -249,3 +291,10 @@ def best_metric(view: pd.DataFrame, metric: str) -> pd.Series:
     if best in view:
         return view[best]
     return view[metric] if metric in view else pd.Series(float("nan"), index=view.index)
+
+
+def recovered_acc(view: pd.DataFrame) -> pd.Series:
+    """Accuracy after pruning and recovery: `recovered/val/acc`, else the best `val/acc`."""
+    best = best_metric(view, C.VAL_ACC)
+    col = first_present(view, C.RECOVERED_ACC)
+    return view[col].astype(float).fillna(best) if col else best
