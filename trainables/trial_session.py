@@ -19,9 +19,9 @@ from accelerate import Accelerator
 from torch import nn
 from torch.utils.data import DataLoader
 
-from profilers.step_timer import StepTimer
 from trainables.data import DataBundle, build_data, make_loader
 from trainables.epoch_loop import evaluate, train_one_epoch
+from trainables.profiling import epoch_timer, profiled_region
 from trainables.trial_config import TrialConfig
 
 MODEL_FILE = "model.safetensors"
@@ -230,7 +230,7 @@ def fit(
         batches = min(batches, cfg.optim.max_train_batches)
     scheduler = build_scheduler(optimizer, cfg, math.ceil(batches / cfg.optim.grad_accum), epochs)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.optim.label_smoothing)
-    timer = StepTimer(ctx.device) if cfg.profilers.time is not None else None
+    timer = epoch_timer(cfg, ctx.device, static_metrics)
 
     start = 0
     resume = reporter.resume_checkpoint()
@@ -242,21 +242,25 @@ def fit(
     for local_epoch in range(start, epochs):
         epoch = epoch_offset + local_epoch + 1
         metrics: dict[str, Any] = {"epoch": epoch}
-        metrics.update(
-            train_one_epoch(
-                model,
-                train_loader,
-                optimizer,
-                accelerator,
-                loss_fn,
-                scheduler=scheduler,
-                max_batches=cfg.optim.max_train_batches,
-                timer=timer,
+        with profiled_region(cfg, ctx.device, "train", metrics):
+            metrics.update(
+                train_one_epoch(
+                    model,
+                    train_loader,
+                    optimizer,
+                    accelerator,
+                    loss_fn,
+                    scheduler=scheduler,
+                    max_batches=cfg.optim.max_train_batches,
+                    timer=timer,
+                )
             )
-        )
-        metrics.update(
-            evaluate(model, val_loader, accelerator, loss_fn, max_batches=cfg.optim.max_val_batches)
-        )
+        with profiled_region(cfg, ctx.device, "eval", metrics):
+            metrics.update(
+                evaluate(
+                    model, val_loader, accelerator, loss_fn, max_batches=cfg.optim.max_val_batches
+                )
+            )
         metrics["optim/lr"] = optimizer.param_groups[0]["lr"]
         metrics.update(static_metrics or {})
         history.append(metrics)

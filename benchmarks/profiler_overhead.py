@@ -1,0 +1,98 @@
+"""Overhead of the per-epoch profilers: epoch time with them all on / with them all off, one run.
+
+"On" is what `fit` runs: the StepTimer (CUDA events or host clock, data wait, MFU inputs, the
+device lock taken shared per step), peak-memory regions around the training epoch and evaluation,
+and the shared device hold around evaluation. "Off" is the same epoch loop with none of them.
+Epochs alternate off/on/on/off (ABBA) after a warm-up epoch, so drift (thermal, a neighbour on
+the machine) hits both sides alike; the figure is the median over pairs of on/off. Target: < 1.03.
+
+    .venv/bin/python benchmarks/profiler_overhead.py [--model resnet18] [--img-size 32]
+        [--batch-size 64] [--rounds 3] [--device auto] [--subset N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Any
+
+from torch import nn
+
+from profilers.step_timer import synchronize
+from trainables.epoch_loop import evaluate, train_one_epoch
+from trainables.models import create_model
+from trainables.profiling import epoch_timer, profiled_region, static_profile
+from trainables.trial_config import TrialConfig
+from trainables.trial_session import build_optimizer, prepare
+
+
+def run_epoch(ctx: Any, model: nn.Module, optimizer: Any, loss_fn: nn.Module, timer: Any) -> float:
+    """Wall seconds of one training epoch plus evaluation, profilers on when `timer` is given."""
+    cfg, device, acc = ctx.cfg, ctx.device, ctx.accelerator
+    metrics: dict[str, Any] = {}
+    synchronize(device)
+    t0 = time.perf_counter()
+    if timer is None:
+        train_one_epoch(model, ctx.train_loader, optimizer, acc, loss_fn)
+        evaluate(model, ctx.val_loader, acc, loss_fn)
+    else:
+        with profiled_region(cfg, device, "train", metrics):
+            train_one_epoch(model, ctx.train_loader, optimizer, acc, loss_fn, timer=timer)
+        with profiled_region(cfg, device, "eval", metrics):
+            evaluate(model, ctx.val_loader, acc, loss_fn)
+    synchronize(device)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="resnet18")
+    ap.add_argument("--img-size", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=3, help="ABBA rounds (2 epochs each side)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--subset", type=int, default=None, help="cap samples per split")
+    args = ap.parse_args()
+
+    cfg = TrialConfig.model_validate(
+        {
+            "model": {"name": args.model, "img_size": args.img_size},
+            "dataset": {"name": "digits", "subset": args.subset},
+            "optim": {"batch_size": args.batch_size, "scheduler": "none"},
+            "device": args.device,
+            "profilers": {"latency": False},
+        }
+    )
+    ctx = prepare(cfg)
+    model = create_model(cfg.model, ctx.data.num_classes)
+    static, _ = static_profile(model, cfg, ctx.device)  # FLOPs for the timer's MFU
+    optimizer = build_optimizer(model, cfg)
+    model, optimizer, ctx.train_loader, ctx.val_loader = ctx.accelerator.prepare(
+        model, optimizer, ctx.train_loader, ctx.val_loader
+    )
+    loss_fn = nn.CrossEntropyLoss()
+    timer = epoch_timer(cfg, ctx.device, static)
+
+    run_epoch(ctx, model, optimizer, loss_fn, timer)  # warm-up: allocator, caches, lazy init
+    off: list[float] = []
+    on: list[float] = []
+    for _ in range(args.rounds):
+        for side in ("off", "on", "on", "off"):
+            t = run_epoch(ctx, model, optimizer, loss_fn, timer if side == "on" else None)
+            (on if side == "on" else off).append(t)
+    pairs = [a / b for a, b in zip(on, off, strict=True)]
+    ratio = statistics.median(pairs)
+    print(
+        f"model {args.model} @ {args.img_size}px, batch {args.batch_size}, device {ctx.device}, "
+        f"{len(ctx.train_loader)} steps/epoch; epochs off: median {statistics.median(off):.3f} s, "
+        f"on: median {statistics.median(on):.3f} s"
+    )
+    print(f"per-pair on/off: {', '.join(f'{p:.3f}' for p in pairs)}")
+    print(
+        f"profiler overhead ratio (on/off, median of {len(pairs)} pairs): {ratio:.3f} (target < 1.03)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""The profilers inside a trial: the `train` trainable, run without Ray, reports them all."""
+
+from __future__ import annotations
+
+import pytest
+
+from profilers import metric_type
+from trainables.train import run
+from trainables.trial_session import ListReporter
+
+
+@pytest.fixture(autouse=True)
+def _lock_dir(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("LVMBENCH_LOCK_DIR", str(tmp_path / "locks"))
+
+
+def test_train_trial_reports_static_and_per_epoch_profiles() -> None:
+    reporter = ListReporter()
+    run(
+        {
+            "model": {
+                "name": "vit_tiny_patch16_224",
+                "img_size": 16,
+                "kwargs": {"patch_size": 8, "depth": 1, "embed_dim": 32, "num_heads": 2},
+            },
+            "dataset": {"name": "digits", "subset": 64},
+            "optim": {"batch_size": 16, "epochs": 2, "max_train_batches": 2, "max_val_batches": 1},
+            "precision": "fp32",
+            "checkpoint": {"enabled": False},
+            "profilers": {
+                "latency": {
+                    "input_sizes": [16, 32],
+                    "batch_sizes": [1, 2],
+                    "repeats": 3,
+                    "warmup": 0,
+                },
+                "time": {"peak_tflops": 0.1},
+            },
+        },
+        reporter,
+    )
+    assert len(reporter.reports) == 2
+    for r in reporter.reports:
+        assert r["params/total"] == r["params/trainable"] > 0
+        assert r["flops/fwd_gflops"] / r["flops/fwd_gmacs"] == pytest.approx(2, abs=0.1)
+        assert r["time/step_ms_p50"] > 0 and 0 < r["time/mfu"] < 1
+        assert r["mem/cpu_peak_rss_mb"] > 0 and r["mem/eval_cpu_peak_rss_mb"] > 0
+        assert r["mem/gpu_peak_allocated_mb"] is None and r["mem/eval_gpu_peak_reserved_mb"] is None
+        assert r["env/torch_version"] and r["env/fused_attn"] == "1/1"
+        profiler_keys = [k for k in r if k.split("/")[0] in ("mem", "time", "flops", "env")]
+        assert all(metric_type(k) for k in profiler_keys), [
+            k for k in profiler_keys if not metric_type(k)
+        ]
+    lat = reporter.tables["latency"]
+    assert len(lat) == 4 and all(r["latency_ms_p99"] >= r["latency_ms_p50"] for r in lat)
+    assert len(reporter.tables["flops"]) == 1
