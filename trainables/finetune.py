@@ -1,0 +1,38 @@
+"""`finetune`: train a model that starts from weights, with a new head for this dataset.
+
+Weights come from `model.pretrained` (the hub, or a local safetensors/torch file) or
+`finetune.checkpoint`, or from an earlier stage's best checkpoint (see `orchestrator/stages.py`);
+`trainables.start_weights` documents the `init/*` keys that record which. The head is re-created
+when the number of classes differs. `finetune.freeze_backbone: true` trains the head alone (a
+linear probe); false trains everything. Phase 2 of `python -m orchestrator train --phase 2`.
+
+A finetune trial without any weights (`pretrained: false`, no checkpoint, e.g. after
+--no-pretrained) still runs, from random init, and says so with `init/from_weights` = 0.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from trainables.heads import freeze_backbone
+from trainables.profiling import static_profile
+from trainables.start_weights import start_model
+from trainables.trial_config import TrialConfig
+from trainables.trial_session import Reporter, fit, prepare
+
+
+def run(config: dict[str, Any], reporter: Reporter) -> None:
+    cfg = TrialConfig.model_validate(config)
+    ctx = prepare(cfg)
+    model, init = start_model(cfg, ctx.data.num_classes)
+    if not init["init/from_weights"]:
+        warnings.warn(
+            "finetune: no weights to start from (model.pretrained is false and no "
+            "finetune.checkpoint); training from random init",
+            stacklevel=1,
+        )
+    if cfg.finetune.freeze_backbone:
+        freeze_backbone(model)
+    static, tables = static_profile(model, cfg, ctx.device)
+    fit(ctx, model, reporter, static_metrics={**static, **init}, tables=tables)

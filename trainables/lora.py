@@ -1,0 +1,134 @@
+"""`lora`: LoRA fine-tuning (peft) of a model that starts from weights; rank 0 = full fine-tune.
+
+One trial:
+1. start weights as in `finetune` (`init/*` keys), then `apply_lora` (`lora.rank`, `alpha`,
+   `dropout`, `target_modules`; the head stays trainable; rank 0 trains everything);
+2. before training: parameter counts, FLOPs of the model as trained (adapters unmerged; the
+   training-step count feeds MFU) and the LoRA keys of `trainables.lora_adapters` (trainable
+   share, optimizer state saved);
+3. `fit`: per-epoch loss/accuracy, step time, throughput, peak memory;
+4. after training, inside the last epoch's report: latency and inference memory of the trained
+   model as it is (adapters unmerged, untagged keys), then the adapters are merged into the base
+   weights and the merged model is profiled again under the tag `merged` (`merged/latency/...`,
+   `merged/flops/...`; table rows carry `tag: merged`). Rank 0 has nothing to merge: its untagged
+   numbers are the base model's, the yardstick for both.
+
+| key                       | unit | meaning                                                        |
+|---------------------------|------|----------------------------------------------------------------|
+| lora/merge_max_abs_diff   | -    | max abs difference of the logits, unmerged vs merged (fp32)    |
+| merged/<profile key>      | -    | the static profile of the merged model (rank > 0 only)         |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from trainables.lora_adapters import apply_lora, count_params, lora_metrics, merge_lora
+from trainables.profiling import static_profile
+from trainables.start_weights import start_model
+from trainables.trial_config import TrialConfig
+from trainables.trial_session import Reporter, TrialContext, fit, prepare
+
+MERGE_CHECK_IMAGES = 2
+
+Tables = dict[str, list[dict[str, Any]]]
+
+
+def run(config: dict[str, Any], reporter: Reporter) -> None:
+    cfg = TrialConfig.model_validate(config)
+    if cfg.finetune.freeze_backbone:
+        raise ValueError(
+            "finetune.freeze_backbone: true does not apply to the lora trainable (LoRA freezes the "
+            "base by construction; lora.rank: 0 trains everything); use trainable: finetune for "
+            "a linear probe"
+        )
+    ctx = prepare(cfg)
+    model, init = start_model(cfg, ctx.data.num_classes)
+    base_params = count_params(model)[0]
+    model = apply_lora(model, cfg.lora)
+    static, tables = static_profile(model, _only(cfg, "params", "flops"), ctx.device)
+    static.update(lora_metrics(model, base_params, cfg.optim))
+    static.update(init)
+    before_s = static.get("profile/static_s") or 0.0
+    after = _AfterTraining(
+        reporter, cfg.optim.epochs, lambda: _profile_trained(ctx, model, before_s)
+    )
+    fit(ctx, model, after, static_metrics=static, tables=tables)
+
+
+def _profile_trained(
+    ctx: TrialContext, model: nn.Module, before_s: float
+) -> tuple[dict[str, Any], Tables]:
+    """Latency/memory of the trained model, then merge and profile the merged model."""
+    cfg = ctx.cfg
+    plain = ctx.accelerator.unwrap_model(model, keep_fp32_wrapper=False)
+    metrics, tables = static_profile(plain, _only(cfg, "latency", "memory"), ctx.device)
+    # Untagged profile time covers both halves of the trained model's profile.
+    metrics["profile/static_s"] = before_s + (metrics.get("profile/static_s") or 0.0)
+    if cfg.lora.rank == 0:
+        return metrics, tables
+    x = torch.stack([ctx.data.val[i][0] for i in range(MERGE_CHECK_IMAGES)]).to(ctx.device)
+    plain.eval()
+    with torch.no_grad():
+        unmerged = plain(x).float()
+        merged_model = merge_lora(plain)
+        merged = merged_model(x).float()
+    metrics["lora/merge_max_abs_diff"] = (unmerged - merged).abs().max().item()
+    merged_cfg = _only(cfg, "params", "flops", "latency", "memory")
+    if merged_cfg.profilers.flops is not None:
+        merged_cfg.profilers.flops.train_step = False  # the merged model is for inference
+    more, more_tables = static_profile(merged_model, merged_cfg, ctx.device, tag="merged")
+    metrics.update(more)
+    return metrics, _join(tables, more_tables)
+
+
+def _only(cfg: TrialConfig, *keep: str) -> TrialConfig:
+    """`cfg` with every profiler outside `keep` switched off."""
+    out = cfg.model_copy(deep=True)
+    for name in type(out.profilers).model_fields:
+        if name not in keep and name != "time":
+            setattr(out.profilers, name, None)
+    return out
+
+
+def _join(a: Tables | None, b: Tables | None) -> Tables:
+    out: Tables = {k: list(v) for k, v in (a or {}).items()}
+    for k, rows in (b or {}).items():
+        out.setdefault(k, []).extend(rows)
+    return out
+
+
+class _AfterTraining:
+    """A Reporter that adds post-training measurements to the trial's last epoch report.
+
+    `fit` reports once per epoch; the trials table keeps the last report, so measurements taken
+    after training must ride in it. The checkpoint of that epoch is already written when
+    `report` runs, so profiling (and merging) the model here changes nothing that is saved.
+    """
+
+    def __init__(
+        self, inner: Reporter, last_epoch: int, measure: Callable[[], tuple[dict[str, Any], Tables]]
+    ) -> None:
+        self.inner = inner
+        self.last_epoch = last_epoch
+        self.measure = measure
+
+    def report(
+        self,
+        metrics: dict[str, Any],
+        *,
+        tables: Tables | None = None,
+        checkpoint_dir: str | None = None,
+    ) -> None:
+        if metrics.get("epoch") == self.last_epoch:
+            extra, extra_tables = self.measure()
+            metrics = {**metrics, **extra}
+            tables = _join(tables, extra_tables)
+        self.inner.report(metrics, tables=tables or None, checkpoint_dir=checkpoint_dir)
+
+    def resume_checkpoint(self) -> str | None:
+        return self.inner.resume_checkpoint()

@@ -1,0 +1,47 @@
+"""The weights a fine-tune or LoRA trial starts from, and a record of where they came from.
+
+In order: `model.pretrained` (true: the hub through timm/torchvision; a path: a local checkpoint,
+which is also how a later stage receives an earlier stage's best checkpoint), then
+`finetune.checkpoint` on top when given. A checkpoint whose head has another number of classes
+keeps its backbone and gets a new head sized to this dataset (`trainables.checkpoints`).
+
+| key                  | unit  | meaning                                                             |
+|----------------------|-------|---------------------------------------------------------------------|
+| init/from_weights    | 0/1   | 1 when the trial starts from trained weights (hub, file, stage)    |
+| init/loaded_tensors  | count | tensors loaded from a local checkpoint (None: none was loaded)      |
+| init/head_reset      | 0/1   | 1 when the checkpoint's head was dropped and re-created             |
+| init/resampled       | count | tensors timm resampled to this img_size (position embeddings, ...) |
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from trainables.checkpoints import LoadReport, load_weights
+from trainables.models import create_model
+from trainables.trial_config import TrialConfig
+
+
+def start_model(cfg: TrialConfig, num_classes: int) -> tuple[nn.Module, dict[str, Any]]:
+    """The trial's model with its starting weights, and the metrics of the module docstring."""
+    pretrained = cfg.model.pretrained
+    local = [pretrained] if isinstance(pretrained, str) else []
+    if cfg.finetune.checkpoint:
+        local.append(cfg.finetune.checkpoint)
+    # Local files go through load_weights here (not create_model) so the trial can report what
+    # was loaded and whether the head was re-created.
+    model_cfg = cfg.model.model_copy(update={"pretrained": pretrained is True})
+    model = create_model(model_cfg, num_classes)
+    reports = [load_weights(model, path) for path in local]
+    return model, _metrics(pretrained is True, reports)
+
+
+def _metrics(from_hub: bool, reports: list[LoadReport]) -> dict[str, Any]:
+    return {
+        "init/from_weights": int(from_hub or bool(reports)),
+        "init/loaded_tensors": sum(r.loaded for r in reports) if reports else None,
+        "init/head_reset": int(any(r.head_reset for r in reports)),
+        "init/resampled": sum(len(r.resampled) for r in reports),
+    }
