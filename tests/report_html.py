@@ -1,9 +1,13 @@
-"""Read a written report back: its sections, tables (with exact cell values), images and links."""
+"""Read a written report back (sections, tables with exact cell values, images, links), and open
+it in headless Chromium."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
+from pathlib import Path
 
 
 @dataclass
@@ -77,3 +81,36 @@ def parse(html: str) -> ReportParser:
     parser = ReportParser()
     parser.feed(html)
     return parser
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+# After load, record how many <img> decoded to a real bitmap; --dump-dom prints the result.
+PROBE = """<script>
+window.addEventListener("load", function () {
+  var imgs = Array.from(document.images);
+  var drawn = imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length;
+  document.body.setAttribute("data-probe", drawn + "/" + imgs.length + "/" +
+    document.querySelectorAll("section").length);
+});
+</script>"""
+
+
+def chromium(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    profile = tmp / f"profile-{len(list(tmp.glob('profile-*')))}"
+    cmd = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        # Any host name fails to resolve: a report that needs the network cannot draw.
+        "--host-resolver-rules=MAP * ~NOTFOUND",
+        *args,
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import matplotlib.image
 import numpy as np
 import pytest
-from report_html import parse
+from report_html import CHROMIUM, PROBE, chromium, parse
 from report_tables import write_all
 
 from orchestrator.report import build_report
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 pytestmark = [
     pytest.mark.slow,
@@ -24,36 +20,6 @@ pytestmark = [
         reason="headless Chromium not installed (Debian: apt-get install -y chromium)",
     ),
 ]
-
-# After load, record how many <img> decoded to a real bitmap; --dump-dom prints the result.
-PROBE = """<script>
-window.addEventListener("load", function () {
-  var imgs = Array.from(document.images);
-  var drawn = imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length;
-  document.body.setAttribute("data-probe", drawn + "/" + imgs.length + "/" +
-    document.querySelectorAll("section").length);
-});
-</script>"""
-
-
-def chromium(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    profile = tmp / f"profile-{len(list(tmp.glob('profile-*')))}"
-    cmd = [
-        CHROMIUM,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={profile}",
-        # Any host name fails to resolve: a report that needs the network cannot draw.
-        "--host-resolver-rules=MAP * ~NOTFOUND",
-        *args,
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
 
 
 @pytest.fixture(scope="module")
