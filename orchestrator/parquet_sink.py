@@ -41,10 +41,15 @@ def user_metrics(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def error_text(trial: Any) -> str:
-    err = trial.get_error()
-    if err is None:
-        return "unknown error (see the trial's error file)"
-    text = str(err).strip()
+    # The driver's local error file is written before callbacks run; get_error() reads the
+    # (possibly remote) storage copy, which may not be synced yet.
+    local = trial.error_file
+    if local and Path(local).is_file():
+        text = Path(local).read_text(encoding="utf-8", errors="replace").strip()
+    else:
+        text = str(trial.get_error() or "").strip()
+    if not text:
+        return f"unknown error (see {trial.path or 'the trial directory'})"
     # Tune wraps the worker's traceback; the last lines carry the exception itself.
     lines = [ln for ln in text.splitlines() if ln.strip()]
     return "\n".join(lines[-5:])[-2000:]

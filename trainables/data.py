@@ -139,11 +139,24 @@ def _files_present(self: object) -> bool:
     return all((folder / name).is_file() for name, _ in self.train_list + self.test_list)  # type: ignore[attr-defined]
 
 
+def _load_meta_unchecked(self: object) -> None:
+    import pickle
+
+    path = Path(self.root) / self.base_folder / self.meta["filename"]  # type: ignore[attr-defined]
+    if not path.is_file():
+        raise RuntimeError(f"CIFAR metadata file {path} is missing")
+    with open(path, "rb") as f:
+        names = pickle.load(f, encoding="latin1")[self.meta["key"]]  # type: ignore[attr-defined]
+    self.classes = names  # type: ignore[attr-defined]
+    self.class_to_idx = {c: i for i, c in enumerate(names)}  # type: ignore[attr-defined]
+
+
 def _cifar_class(name: str) -> type:
     from torchvision import datasets
 
     base = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
-    return type(base.__name__, (base,), {"_check_integrity": _files_present})
+    overrides = {"_check_integrity": _files_present, "_load_meta": _load_meta_unchecked}
+    return type(base.__name__, (base,), overrides)
 
 
 def _cifar(cfg: DatasetConfig, img_size: int, seed: int) -> DataBundle:

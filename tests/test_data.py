@@ -1,0 +1,84 @@
+"""Datasets: digits built in, CIFAR from files on disk (written here), clear errors when missing."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from trainables.data import DatasetMissingError, build_data, make_loader
+from trainables.trial_config import DatasetConfig
+
+
+def test_digits_resized_normalized_and_split() -> None:
+    data = build_data(DatasetConfig(name="digits"), img_size=32)
+    image, label = data.train[0]
+    assert tuple(image.shape) == (3, 32, 32)
+    assert data.num_classes == 10 and 0 <= int(label) < 10
+    assert len(data.train) + len(data.val) == 1797
+    assert abs(len(data.val) - 0.2 * 1797) <= 1
+
+
+def test_subset_caps_each_split() -> None:
+    data = build_data(DatasetConfig(name="digits", subset=50), img_size=16)
+    assert len(data.train) == 50 and len(data.val) == 50
+
+
+def test_synthetic_any_size() -> None:
+    data = build_data(DatasetConfig(name="synthetic", num_classes=7, num_samples=40), img_size=48)
+    image, _ = data.val[0]
+    assert tuple(image.shape) == (3, 48, 48) and data.num_classes == 7
+
+
+def write_cifar10(root: Path, n_per_batch: int = 20) -> None:
+    """Files in the layout and pickle format of the official python CIFAR-10 tarball."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for name in names:
+        batch = {
+            "data": rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8),
+            "labels": [int(x) for x in rng.integers(0, 10, n_per_batch)],
+        }
+        with open(folder / name, "wb") as f:
+            pickle.dump(batch, f)
+    meta = {"label_names": [f"class{i}" for i in range(10)]}
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump(meta, f)
+
+
+def test_cifar10_reads_standard_files(tmp_path: Path) -> None:
+    write_cifar10(tmp_path)
+    cfg = DatasetConfig(name="cifar10", root=str(tmp_path), download=False)
+    data = build_data(cfg, img_size=40)
+    assert len(data.train) == 100 and len(data.val) == 20
+    assert data.num_classes == 10 and data.class_names[3] == "class3"
+    images, labels = next(iter(make_loader(data.train, 8, shuffle=True, cfg=cfg)))
+    assert tuple(images.shape) == (8, 3, 40, 40) and labels.dtype.is_floating_point is False
+
+
+def test_cifar_missing_offline_says_where_files_go(tmp_path: Path) -> None:
+    cfg = DatasetConfig(name="cifar100", root=str(tmp_path), download=False)
+    with pytest.raises(DatasetMissingError, match="cifar-100-python"):
+        build_data(cfg, img_size=32)
+
+
+def test_imagefolder_reads_class_folders(tmp_path: Path) -> None:
+    for split in ("train", "val"):
+        for cls in ("cat", "dog"):
+            d = tmp_path / split / cls
+            d.mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (20, 20), (i * 40, 0, 0)).save(d / f"{i}.png")
+    data = build_data(DatasetConfig(name="imagefolder", root=str(tmp_path)), img_size=24)
+    assert data.class_names == ["cat", "dog"] and len(data.train) == 6
+    assert tuple(data.val[0][0].shape) == (3, 24, 24)
+
+
+def test_imagefolder_missing_split_is_clear(tmp_path: Path) -> None:
+    with pytest.raises(DatasetMissingError, match="class folders under"):
+        build_data(DatasetConfig(name="imagenet", root=str(tmp_path)), img_size=24)

@@ -1,0 +1,83 @@
+"""The shared fit loop, run without Ray: it learns, reports every epoch, checkpoints and resumes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from torch import nn
+
+from trainables.epoch_loop import NonFiniteLossError
+from trainables.models import create_model
+from trainables.trial_config import TrialConfig
+from trainables.trial_session import ListReporter, fit, prepare
+
+EPOCH_KEYS = {
+    "epoch",
+    "train/loss",
+    "train/acc",
+    "val/loss",
+    "val/acc",
+    "val/f1_macro",
+    "time/epoch_s",
+    "time/samples_per_s",
+}
+
+
+def small_cfg(**optim: object) -> TrialConfig:
+    return TrialConfig.model_validate(
+        {
+            "model": {"name": "resnet10t", "img_size": 16},
+            "dataset": {"name": "digits", "subset": 320},
+            "optim": {"lr": 2e-3, "batch_size": 32, "epochs": 2, **optim},
+            "precision": "fp32",
+            "profilers": {"latency": False, "flops": False},
+        }
+    )
+
+
+def test_fit_learns_digits_and_reports_each_epoch() -> None:
+    cfg = small_cfg(epochs=3)
+    ctx = prepare(cfg)
+    reporter = ListReporter()
+    fit(ctx, create_model(cfg.model, ctx.data.num_classes), reporter, static_metrics={"x/y": 1.0})
+    assert [r["epoch"] for r in reporter.reports] == [1, 2, 3]
+    assert EPOCH_KEYS <= set(reporter.reports[0])
+    assert reporter.reports[0]["x/y"] == 1.0
+    assert reporter.reports[-1]["val/acc"] > 0.5  # chance is 0.1
+    assert reporter.reports[-1]["train/loss"] < reporter.reports[0]["train/loss"]
+
+
+def test_checkpoint_resumes_after_last_epoch(tmp_path: Path) -> None:
+    cfg = small_cfg(epochs=2, max_train_batches=2, max_val_batches=1)
+    ctx = prepare(cfg)
+    first = ListReporter(keep_dir=tmp_path)
+    fit(ctx, create_model(cfg.model, 10), first, epochs=1)
+    assert len(first.checkpoints) == 1
+    resumed = ListReporter(resume_from=first.checkpoints[0])
+    fit(ctx, create_model(cfg.model, 10), resumed)
+    assert [r["epoch"] for r in resumed.reports] == [2]
+
+
+def test_nan_loss_fails_the_trial() -> None:
+    cfg = small_cfg(epochs=1, max_train_batches=2, max_val_batches=1, scheduler="none")
+    ctx = prepare(cfg)
+
+    class Exploding(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(nn.init.ones_(nn.Linear(1, 1).weight))
+
+        def forward(self, x):  # noqa: ANN001, ANN202
+            return x.flatten(1)[:, :10] * float("nan") * self.w.sum()
+
+    with pytest.raises(NonFiniteLossError, match="train/loss"):
+        fit(ctx, Exploding(), ListReporter())
+
+
+def test_fp16_on_cpu_is_refused() -> None:
+    cfg = small_cfg()
+    cfg.precision = "fp16"
+    cfg.device = "cpu"
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
+        prepare(cfg)

@@ -1,0 +1,41 @@
+"""Parquet parts share one schema, so pandas reads a table whatever part it looks at first."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from orchestrator.parquet_tables import PARAM_COLUMNS, PartitionedTable, flatten_params
+
+
+def test_new_column_in_a_later_part_is_readable_everywhere(tmp_path: Path) -> None:
+    t = PartitionedTable(tmp_path, "epochs")
+    t.write_part("a", [{"sweep": "s", "trial_id": "a", "epoch": 1, "val/acc": 0.5}])
+    t.write_part(
+        "b", [{"sweep": "s", "trial_id": "b", "epoch": 1, "val/acc": 0.6, "mem/x_mb": 3.0}]
+    )
+    df = pd.read_parquet(tmp_path / "epochs")
+    assert len(df) == 2 and "mem/x_mb" in df.columns
+    assert (
+        df.set_index("trial_id").loc["a", "mem/x_mb"]
+        != df.set_index("trial_id").loc["a", "mem/x_mb"]
+    )  # NaN
+
+
+def test_reopened_table_keeps_schema_and_rewrites_atomically(tmp_path: Path) -> None:
+    PartitionedTable(tmp_path, "t").write_part("a", [{"trial_id": "a", "k/v": 1.0, "note": "x"}])
+    t = PartitionedTable(tmp_path, "t")
+    assert "note" in t.schema
+    t.write_part("a", [{"trial_id": "a", "k/v": 2.0}])
+    assert pd.read_parquet(tmp_path / "t")["k/v"].tolist() == [2.0]
+    assert not list((tmp_path / "t").glob(".*"))  # no tmp files left
+
+
+def test_params_flatten_to_typed_dotted_columns() -> None:
+    flat = flatten_params(
+        {"optim": {"lr": 1}, "lora": {"rank": 16}, "model": {"kwargs": {"depth": 2}}}
+    )
+    assert flat["optim.lr"] == 1.0 and isinstance(flat["optim.lr"], float)
+    assert flat["lora.rank"] == 16 and flat["model.kwargs"] == '{"depth": 2}'
+    assert set(flat) == set(PARAM_COLUMNS)

@@ -1,0 +1,114 @@
+"""End to end through Ray Tune: a sweep file -> trials -> Parquet tables + MLflow parent/child runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+
+from orchestrator.cli import main
+
+SWEEP = """
+name: e2e
+trainable: train
+dataset: {name: digits, subset: 256}
+optim: {lr: 2.0e-3, batch_size: 32, epochs: 2}
+precision: fp32
+search:
+  model:
+    grid:
+      - {name: resnet10t, img_size: 16}
+      - {name: vit_tiny_patch16_224, img_size: 16, kwargs: {patch_size: 8, depth: 1}}
+profilers:
+  latency: {input_sizes: [16], batch_sizes: [1], warmup: 1, repeats: 3}
+  flops: {train_step: false}
+resources: {cpu: 1}
+checkpoint: {enabled: false}
+"""
+
+EPOCH_COLUMNS = [
+    "sweep",
+    "trial_id",
+    "epoch",
+    "train/loss",
+    "train/acc",
+    "val/loss",
+    "val/acc",
+    "val/f1_macro",
+    "time/epoch_s",
+    "time/samples_per_s",
+]
+
+
+@pytest.fixture(scope="module")
+def sweep_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, int]:
+    tmp = tmp_path_factory.mktemp("e2e")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    sweep = tmp / "e2e.yaml"
+    sweep.write_text(SWEEP)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_TRACKING_URI", uri)
+    try:
+        code = main([str(sweep), "--output", str(tmp / "out"), "--quiet"])
+    finally:
+        mp.undo()
+    return tmp / "out", uri, code
+
+
+def test_two_trial_sweep_writes_epochs_and_trials(sweep_run: tuple[Path, str, int]) -> None:
+    out, _, code = sweep_run
+    assert code == 0
+    epochs = pd.read_parquet(out / "epochs")
+    trials = pd.read_parquet(out / "trials")
+    assert set(EPOCH_COLUMNS) <= set(epochs.columns)
+    assert len(trials) == 2 and set(trials["status"]) == {"TERMINATED"}
+    assert sorted(epochs.groupby("trial_id").size().tolist()) == [2, 2]
+    assert not epochs.duplicated(["trial_id", "epoch"]).any()
+    assert set(epochs["model.name"]) == {"resnet10t", "vit_tiny_patch16_224"}
+    assert (trials["best/val/acc"] >= trials["val/acc"]).all()
+    assert pd.read_parquet(out / "latency")["trial_id"].nunique() == 2
+
+
+def test_mlflow_has_parent_and_a_child_per_trial(sweep_run: tuple[Path, str, int]) -> None:
+    _, uri, _ = sweep_run
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=["e2e"])
+    parents = runs[runs["tags.lvmbench.role"] == "sweep"]
+    children = runs[runs["tags.lvmbench.role"] == "trial"]
+    assert len(parents) == 1 and len(children) == 2
+    assert (children["tags.mlflow.parentRunId"] == parents["run_id"].iloc[0]).all()
+    assert children["metrics.val/acc"].notna().all()
+    client = mlflow.MlflowClient(uri)
+    history = client.get_metric_history(children["run_id"].iloc[0], "val/acc")
+    assert sorted(m.step for m in history) == [1, 2]
+    assert children["params.model.name"].notna().all()
+
+
+def test_failed_trial_is_recorded_and_the_sweep_goes_on(
+    tmp_path: Path, mlflow_uri: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sweep = tmp_path / "fail.yaml"
+    sweep.write_text(
+        SWEEP.replace("name: e2e", "name: e2e_fail").replace(
+            "dataset: {name: digits, subset: 256}",
+            f"dataset: {{name: digits, subset: 128, root: {tmp_path / 'nothing'}, download: false}}",
+        )
+        + "optim: {epochs: 1, batch_size: 32}\n".replace("optim", "#")
+    )
+    text = sweep.read_text().replace(
+        "search:\n  model:", "search:\n  dataset.name: {grid: [digits, cifar10]}\n  model:"
+    )
+    text = text.replace(
+        "      - {name: vit_tiny_patch16_224, img_size: 16, kwargs: {patch_size: 8, depth: 1}}\n",
+        "",
+    )
+    sweep.write_text(text)
+    out = tmp_path / "out"
+    assert main([str(sweep), "--output", str(out), "--quiet"]) == 1
+    trials = pd.read_parquet(out / "trials").set_index("dataset.name")
+    assert trials.loc["digits", "status"] == "TERMINATED"
+    assert trials.loc["cifar10", "status"] == "ERROR"
+    assert "cifar-10-batches-py" in trials.loc["cifar10", "error"]
+    assert "failed" in capsys.readouterr().out
