@@ -45,7 +45,7 @@ def test_bad_sweep_exits_2_names_the_key_and_writes_nothing(
 
 
 def test_unknown_model_suggests_close_names() -> None:
-    with pytest.raises(SweepError, match="did you mean.*resnet18"):
+    with pytest.raises(SweepError, match=r"did you mean.*resnet18"):
         parse_sweep_text("model: {name: resnet19x}\n")
 
 
