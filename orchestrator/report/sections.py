@@ -74,24 +74,29 @@ SUMMARY_METRICS = (
     C.BEST_PREFIX + C.VAL_F1,
     C.VAL_ACC,
     C.VAL_LOSS,
+    C.DENSE_ACC[0],
+    C.PRUNED_ACC[0],
+    C.RECOVERED_ACC[0],
     C.EPOCH_S,
     C.SAMPLES_PER_S,
     C.STEP_MS_P50,
     C.GMACS,
     C.PARAMS_TOTAL,
+    C.PARAMS_TRAINABLE,
     C.TRAINABLE_PCT,
     C.SPARSITY,
     C.CPU_RSS_MB,
     C.GPU_ALLOC_MB,
     C.GPU_RESERVED_MB,
     C.CPU_PROCESS_RSS_MB,
-    C.LATENCY_MS,
+    *C.TRIAL_LATENCY_MS,
 )
 FRACTION_METRICS = {C.VAL_ACC, C.TRAIN_ACC, C.VAL_F1, C.SPARSITY}
 
 
 def is_fraction(column: str) -> bool:
-    return column.removeprefix(C.BEST_PREFIX) in FRACTION_METRICS
+    """Accuracy-like columns (also `best/`, `dense/`, `pruned/`, `recovered/` ones)."""
+    return column.split("/", 1)[-1] in FRACTION_METRICS or column in FRACTION_METRICS
 
 
 def format_value(value: object, column: str = "") -> Cell:
@@ -194,7 +199,10 @@ def summary_table(sweep: object, g: pd.DataFrame) -> HtmlTable:
     g = g.sort_values(acc, ascending=False, na_position="last") if acc in g else g
     ident = [c for c in (C.LABEL, C.TRIAL_ID, C.STAGE, C.STATUS, C.N_EPOCHS) if has(g, c)]
     config = [c for c in varying_columns(g) if c != C.STAGE]
-    cols = ident + config + _present(g, SUMMARY_METRICS)
+    metrics = _present(g, SUMMARY_METRICS)
+    if not any(c in metrics for c in C.TRIAL_LATENCY_MS) and has(g, C.LATENCY_MS):
+        metrics.append(C.LATENCY_MS)  # from the `latency` table, where trials carry none
+    cols = ident + config + metrics
     header = ["trial" if c == C.LABEL else c for c in cols]
     t = _table(
         g,
