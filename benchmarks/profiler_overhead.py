@@ -6,6 +6,11 @@ and the shared device hold around evaluation. "Off" is the same epoch loop with 
 Epochs alternate off/on/on/off (ABBA) after a warm-up epoch, so drift (thermal, a neighbour on
 the machine) hits both sides alike; the figure is the median over pairs of on/off. Target: < 1.03.
 
+On a machine shared with other work the epoch ratio is as noisy as the machine (a pair can read
+0.8 or 1.4); the script therefore also prints the process CPU-time ratio and the profilers' own
+cost, timed directly (per step and per epoch), with the overhead that cost implies. That last
+figure does not depend on the neighbours.
+
     .venv/bin/python benchmarks/profiler_overhead.py [--model resnet18] [--img-size 32]
         [--batch-size 64] [--rounds 3] [--device auto] [--subset N]
 """
@@ -27,12 +32,15 @@ from trainables.trial_config import TrialConfig
 from trainables.trial_session import build_optimizer, prepare
 
 
-def run_epoch(ctx: Any, model: nn.Module, optimizer: Any, loss_fn: nn.Module, timer: Any) -> float:
-    """Wall seconds of one training epoch plus evaluation, profilers on when `timer` is given."""
+def run_epoch(
+    ctx: Any, model: nn.Module, optimizer: Any, loss_fn: nn.Module, timer: Any
+) -> tuple[float, float]:
+    """Wall and process-CPU seconds of one training epoch plus evaluation, profilers on when
+    `timer` is given."""
     cfg, device, acc = ctx.cfg, ctx.device, ctx.accelerator
     metrics: dict[str, Any] = {}
     synchronize(device)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     if timer is None:
         train_one_epoch(model, ctx.train_loader, optimizer, acc, loss_fn)
         evaluate(model, ctx.val_loader, acc, loss_fn)
@@ -42,7 +50,31 @@ def run_epoch(ctx: Any, model: nn.Module, optimizer: Any, loss_fn: nn.Module, ti
         with profiled_region(cfg, device, "eval", metrics):
             evaluate(model, ctx.val_loader, acc, loss_fn)
     synchronize(device)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+def profiler_cost(ctx: Any, timer: Any, steps: int = 2000) -> tuple[float, float]:
+    """Seconds the profilers add per step (StepTimer, device lock) and per epoch (memory regions,
+    eval hold, epoch start/end), timed on their own."""
+    cfg, device = ctx.cfg, ctx.device
+    timer.start_epoch()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        timer.batch_ready()
+        timer.step_done(1)
+    per_step = (time.perf_counter() - t0) / steps
+    timer.end_epoch()
+    rounds = 50
+    t0 = time.perf_counter()
+    for _ in range(rounds):
+        metrics: dict[str, Any] = {}
+        with profiled_region(cfg, device, "train", metrics):
+            timer.start_epoch()
+            timer.end_epoch()
+        with profiled_region(cfg, device, "eval", metrics):
+            pass
+    per_epoch = (time.perf_counter() - t0) / rounds
+    return per_step, per_epoch
 
 
 def main() -> None:

@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 
 LOCK_DIR_ENV = "LVMBENCH_LOCK_DIR"
+DEFAULT_TIMEOUT_S = 600.0
 
 
 def device_key(device: torch.device | str) -> str:
@@ -114,24 +115,48 @@ class DeviceLock:
             self.release_shared()
 
     @contextmanager
-    def exclusive(self) -> Iterator[ExclusiveWindow]:
-        """Hold the device alone; the window tells whether it really was and how long it waited."""
+    def exclusive(self, timeout_s: float = DEFAULT_TIMEOUT_S) -> Iterator[ExclusiveWindow]:
+        """Hold the device alone; the window tells whether it really was and how long it waited.
+
+        After `timeout_s` of waiting (a hung trial holding the device) the block runs anyway,
+        with `exclusive=False` and the reason, rather than stall the sweep.
+        """
         window = ExclusiveWindow(exclusive=False, wait_s=0.0, reason=self.error)
         if not self._fds:
             yield window
             return
         t0 = time.perf_counter()
-        fcntl.flock(self._fds["turnstile"], fcntl.LOCK_EX)
+        deadline = t0 + timeout_s
+        held: list[str] = []
         try:
-            fcntl.flock(self._fds["device"], fcntl.LOCK_EX)
-            try:
+            for part in ("turnstile", "device"):
+                if not _flock_until(self._fds[part], deadline):
+                    break
+                held.append(part)
+            window.wait_s = time.perf_counter() - t0
+            if len(held) == 2:
                 window.exclusive = True
-                window.wait_s = time.perf_counter() - t0
-                yield window
-            finally:
-                fcntl.flock(self._fds["device"], fcntl.LOCK_UN)
+            else:
+                window.reason = (
+                    f"waited {window.wait_s:.0f} s for the device lock ({self.key}); "
+                    "measured without it"
+                )
+            yield window
         finally:
-            fcntl.flock(self._fds["turnstile"], fcntl.LOCK_UN)
+            for part in reversed(held):
+                fcntl.flock(self._fds[part], fcntl.LOCK_UN)
+
+
+def _flock_until(fd: int, deadline: float) -> bool:
+    """Take `fd` exclusively, polling until `deadline`; False when the deadline passed."""
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.perf_counter() >= deadline:
+                return False
+            time.sleep(0.005)
 
 
 class ExclusiveWindow:

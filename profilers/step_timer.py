@@ -94,8 +94,19 @@ class StepTimer:
         self.peak_flops = peak_flops
         self.mfu_reason = mfu_reason
         self.lock = lock if lock is not None and lock.available else None
+        self._holding = False
+
+    def release(self) -> None:
+        """Let go of the device if a step was left unfinished (an exception inside the step)."""
+        if self._holding and self.lock is not None:
+            self.lock.release_shared()
+        self._holding = False
+
+    def __del__(self) -> None:
+        self.release()
 
     def start_epoch(self) -> None:
+        self.release()
         synchronize(self.device)
         self._samples = 0
         self._data_s = 0.0
@@ -110,6 +121,7 @@ class StepTimer:
         self._data_s += now - self._t_request
         if self.lock is not None:
             self.lock.acquire_shared()
+            self._holding = True
             waited = time.perf_counter()
             self._lock_wait_s += waited - now
             now = waited
@@ -131,6 +143,7 @@ class StepTimer:
             if self._cuda and self.lock.writer_waiting():
                 synchronize(self.device)
             self.lock.release_shared()
+            self._holding = False
         self._t_request = time.perf_counter()
 
     def end_epoch(self) -> dict[str, float | str | None]:

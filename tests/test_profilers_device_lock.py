@@ -12,6 +12,8 @@ import torch
 from profilers.device_lock import DeviceLock, device_key
 from profilers.step_timer import StepTimer
 
+CPU = torch.device("cpu")
+
 CHILD = """
 import sys, time
 from profilers.device_lock import DeviceLock
@@ -73,3 +75,17 @@ def test_unwritable_lock_dir_is_recorded_not_fatal(tmp_path) -> None:
 
 def test_key_names_the_physical_device() -> None:
     assert device_key("cpu").startswith("cpu-")
+
+
+def test_a_hung_holder_times_out_into_a_non_exclusive_window(tmp_path) -> None:
+    # flock conflicts between two open files even within one process: two objects act as two trials
+    trial = StepTimer(CPU, lock=DeviceLock("cpu", directory=tmp_path))
+    measurer = DeviceLock("cpu", directory=tmp_path)
+    trial.start_epoch()
+    trial.batch_ready()  # a step that never finishes (an exception inside it)
+    with measurer.exclusive(timeout_s=0.2) as window:
+        assert window.exclusive is False and "waited" in window.reason
+        assert window.wait_s >= 0.2
+    trial.start_epoch()  # the next epoch (or the timer's end) lets go of the stale hold
+    with measurer.exclusive(timeout_s=0.2) as window:
+        assert window.exclusive is True
