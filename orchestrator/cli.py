@@ -40,6 +40,7 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--smoke", action="store_true", help="one epoch, few batches: proves it runs")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default mlruns/)")
     p.add_argument("--quiet", action="store_true", help="no live trial table")
+    p.add_argument("--report", action="store_true", help="write <output>/report.html at the end")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,6 +83,10 @@ def execute(sweep: SweepConfig, sweep_text: str, args: argparse.Namespace) -> in
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print_summary(sweep, output.resolve(), outcome, tracking_uri=args.tracking_uri)
+    if getattr(args, "report", False):
+        from orchestrator.report import build_report
+
+        print(f"report:  {build_report(output.resolve())}")
     return EXIT_TRIAL_FAILED if outcome.errors else EXIT_OK
 
 
@@ -156,7 +161,12 @@ def _train(argv: list[str]) -> int:
     import yaml
 
     run_args = argparse.Namespace(
-        output=args.output_dir, address=None, resume=False, tracking_uri=None, quiet=False
+        output=args.output_dir,
+        address=None,
+        resume=False,
+        tracking_uri=None,
+        quiet=False,
+        report=False,
     )
     return execute(sweep, yaml.safe_dump(data, sort_keys=False), run_args)
 
