@@ -18,7 +18,7 @@ Entering resets the peaks, so each figure describes its own region only:
 | `mem/gpu_peak_reserved_mb`         | MiB  | training epoch  | peak bytes held by the caching allocator |
 | `mem/eval_cpu_peak_rss_mb`, `mem/eval_gpu_peak_allocated_mb`, `mem/eval_gpu_peak_reserved_mb` | MiB | evaluation | the same |
 | `mem/infer_cpu_peak_rss_mb`, `mem/infer_gpu_peak_allocated_mb`, `mem/infer_gpu_peak_reserved_mb` | MiB | batch-1 inference | the same |
-| `mem/cpu_process_peak_rss_mb`      | MiB  | trial so far    | the largest RSS seen by any region       |
+| `mem/cpu_process_peak_rss_mb`      | MiB  | trial so far    | the largest RSS seen by any region (train/eval reports only) |
 | `mem/cpu_rss_scope`                | str  |                 | `region` or `process` (see above)        |
 | `mem/null_reason`                  | str  |                 | why GPU fields are null (e.g. a CPU run) |
 
@@ -119,9 +119,12 @@ class MemoryTracker:
             f"{p}cpu_peak_rss_mb": self.cpu_peak_mb,
             f"{p}gpu_peak_allocated_mb": self.gpu_peak_allocated_mb,
             f"{p}gpu_peak_reserved_mb": self.gpu_peak_reserved_mb,
-            "mem/cpu_process_peak_rss_mb": _process_peak_mb or None,
             "mem/cpu_rss_scope": self.cpu_scope,
         }
+        if region != "infer":
+            # Per epoch only: the static profile's (earlier) value would overwrite it when static
+            # metrics are merged into each epoch's report.
+            out["mem/cpu_process_peak_rss_mb"] = _process_peak_mb or None
         reason = gpu_null_reason(self.device)
         if reason is not None:
             out["mem/null_reason"] = reason

@@ -5,21 +5,25 @@ Keys (all per training epoch):
 | key                   | unit      | meaning                                                        |
 |-----------------------|-----------|----------------------------------------------------------------|
 | `time/epoch_s`        | s         | wall time of the epoch, device synchronized at both ends       |
-| `time/samples_per_s`  | samples/s | training samples processed / `time/epoch_s`                    |
+| `time/samples_per_s`  | samples/s | training samples / (`time/epoch_s` - `time/lock_wait_s`)       |
 | `time/step_ms_p50`    | ms        | median time from batch ready to step done                      |
 | `time/step_ms_p90`    | ms        | 90th percentile of the same                                    |
 | `time/data_s`         | s         | time spent waiting for the loader (batch requested -> ready)   |
 | `time/compute_s`      | s         | `time/epoch_s - time/data_s - time/lock_wait_s`                |
 | `time/lock_wait_s`    | s         | time spent waiting for the device lock (another trial was measuring latency) |
-| `time/achieved_tflops`| TFLOP/s   | `flops_per_sample * samples / time/epoch_s` (None without FLOPs) |
+| `time/achieved_tflops`| TFLOP/s   | `flops_per_sample * time/samples_per_s` (None without FLOPs)   |
 | `time/mfu`            | ratio     | model FLOPs utilization: `time/achieved_tflops / peak` (None + `time/mfu_reason` when the peak or the FLOPs are unknown) |
 
 On CUDA, step times come from CUDA events recorded on the stream (no per-step synchronize, which
 would stall the pipeline); they are read once, at the end of the epoch. On CPU the host clock is
 exact because CPU kernels run synchronously.
 
+Pauses while another trial measures latency on the device (`time/lock_wait_s`) are an artifact of
+sharing the device, not a property of the model: throughput and MFU leave them out, `time/epoch_s`
+keeps them (it is the wall time the epoch took).
+
 MFU uses the counted training-step FLOPs per sample (forward + backward, `flops/train_step_gflops`)
-over the whole epoch's wall time, data waits included (the usual definition: useful model FLOPs per
+over the epoch's wall time, data waits included (the usual definition: useful model FLOPs per
 second of training over the device's dense peak at the trial's precision). The optimizer step and
 element-wise ops are not in the numerator, so MFU is a floor.
 
@@ -149,19 +153,20 @@ class StepTimer:
     def end_epoch(self) -> dict[str, float | str | None]:
         synchronize(self.device)
         epoch_s = time.perf_counter() - self._t0
+        busy_s = epoch_s - self._lock_wait_s
         steps_ms = (
             [s.elapsed_time(e) for s, e in self._events]
             if self._cuda
             else [s * 1000.0 for s in self._step_s]
         )
         achieved = (
-            self.flops_per_sample * self._samples / epoch_s
-            if self.flops_per_sample is not None and epoch_s > 0
+            self.flops_per_sample * self._samples / busy_s
+            if self.flops_per_sample is not None and busy_s > 0
             else None
         )
         out: dict[str, float | str | None] = {
             "time/epoch_s": epoch_s,
-            "time/samples_per_s": self._samples / epoch_s if epoch_s > 0 else None,
+            "time/samples_per_s": self._samples / busy_s if busy_s > 0 else None,
             "time/step_ms_p50": statistics.median(steps_ms) if steps_ms else None,
             "time/step_ms_p90": percentile(steps_ms, 90) if steps_ms else None,
             "time/data_s": self._data_s,

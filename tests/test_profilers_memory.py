@@ -32,6 +32,7 @@ def test_cpu_peak_is_per_region() -> None:
     if big.cpu_scope == "region":
         assert b - s > 50, (b, s)
     assert small.metrics()["mem/cpu_process_peak_rss_mb"] >= b
+    assert "mem/cpu_process_peak_rss_mb" not in small.metrics("infer")
 
 
 def test_unknown_region_is_an_error_that_names_the_choices() -> None:
