@@ -70,6 +70,7 @@ def test_recovery_beats_the_just_pruned_accuracy_on_digits(dense_checkpoint):
     assert [r["epoch"] for r in reporter.reports] == [1, 2, 2]
 
 
+@pytest.mark.filterwarnings("ignore:prune_recover. no trained weights")
 def test_structured_without_recovery_reports_the_pruned_model_once():
     reporter = ListReporter()
     config = trial(
@@ -100,6 +101,7 @@ def test_structured_without_recovery_reports_the_pruned_model_once():
     assert {r["phase"] for r in reporter.tables["weights"]} == {"before", "pruned"}
 
 
+@pytest.mark.filterwarnings("ignore:prune_recover. no trained weights")
 def test_sensitivity_allocation_still_hits_the_target():
     reporter = ListReporter()
     config = trial(

@@ -22,9 +22,12 @@ Metrics (every per-epoch row carries the static ones; the last row also the `rec
 | `model/sparse_size_mb`            | MiB      | size with the targeted weights stored as CSR          |
 | `dense/prune/model_sparsity`, `dense/params/nonzero`, `dense/model/sparse_size_mb` | | the same for the dense model |
 | `recovered/prune/sparsity`        | fraction | `prune/sparsity` after recovery (held masks: unchanged) |
+| `init/*`                          |          | where the dense weights came from (trainables/start_weights.py) |
 | `prune/targeted_params`           | count    | weights in the targeted layers of the dense model     |
 | `prune/sensitivity_s`             | s        | wall time of the sensitivity scan (None when off)     |
 | `prune/prune_s`                   | s        | wall time of pruning itself                           |
+
+Under --smoke the sensitivity scan keeps the smallest and largest ratio and evaluates 32 images.
 
 Tables: `sensitivity` (trainables/prune_sensitivity.py), `weights` (per-layer histograms, phases
 before / pruned / recovered), `pruned_layers` (per-layer weights before / after), and the
@@ -34,14 +37,15 @@ profilers' `flops` and `latency` rows with `tag` "dense" or "" (pruned).
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, Subset
 
-from trainables.checkpoints import load_backbone_weights
+from trainables.data import make_loader
 from trainables.epoch_loop import evaluate
-from trainables.models import create_model
 from trainables.profiling import static_profile
 from trainables.prune_apply import hold_masks, make_permanent, structured_prune, unstructured_prune
 from trainables.prune_figures import (
@@ -53,8 +57,11 @@ from trainables.prune_figures import (
 )
 from trainables.prune_sensitivity import ratios_from_sensitivity, sensitivity_scan
 from trainables.prune_targets import prunable_layers, structured_units
+from trainables.start_weights import start_model
 from trainables.trial_config import PruneConfig, TrialConfig
 from trainables.trial_session import Reporter, TrialContext, fit, prepare
+
+SMOKE_SENSITIVITY_SAMPLES = 32
 
 
 def _tagged(metrics: dict[str, Any], tag: str) -> dict[str, Any]:
@@ -93,18 +100,45 @@ def _merge_tables(*tables: dict[str, list[dict]]) -> dict[str, list[dict]]:
     return out
 
 
-def _score(ctx: TrialContext, model: nn.Module, max_batches: int | None) -> dict[str, float]:
+def _score(
+    ctx: TrialContext, model: nn.Module, max_batches: int | None, loader: DataLoader | None = None
+) -> dict[str, float]:
     loss_fn = nn.CrossEntropyLoss()
-    return evaluate(model, ctx.val_loader, ctx.accelerator, loss_fn, max_batches=max_batches)
+    loader = ctx.val_loader if loader is None else loader
+    return evaluate(model, loader, ctx.accelerator, loss_fn, max_batches=max_batches)
+
+
+def _sensitivity_plan(
+    ctx: TrialContext, p: PruneConfig, val_batches: int | None
+) -> tuple[list[float], DataLoader | None, int | None]:
+    """Ratios, loader and batch cap of the scan; --smoke keeps 2 ratios on a few images.
+
+    The scan is layers x ratios evaluations: on a busy CPU even a tiny ViT takes minutes at full
+    size, and --smoke only has to prove the path runs.
+    """
+    caps = [b for b in (p.sensitivity_max_batches, val_batches) if b is not None]
+    batches = min(caps) if caps else None  # --smoke's cap on validation holds here too
+    if not ctx.cfg.smoke:
+        return list(p.sensitivity_ratios), None, batches
+    ratios = sorted({min(p.sensitivity_ratios), max(p.sensitivity_ratios)})
+    val = ctx.data.val
+    few = Subset(val, range(min(SMOKE_SENSITIVITY_SAMPLES, len(val))))
+    loader = make_loader(few, SMOKE_SENSITIVITY_SAMPLES, shuffle=False, cfg=ctx.cfg.dataset)
+    return ratios, loader, 1
 
 
 def run(config: dict[str, Any], reporter: Reporter) -> None:
     cfg = TrialConfig.model_validate(config)
     p = cfg.prune
     ctx = prepare(cfg)
-    model = create_model(cfg.model, ctx.data.num_classes)
-    if cfg.finetune.checkpoint:
-        load_backbone_weights(model, cfg.finetune.checkpoint)
+    model, init = start_model(cfg, ctx.data.num_classes)
+    if not init["init/from_weights"]:
+        warnings.warn(
+            "prune_recover: no trained weights (model.pretrained is false and no "
+            "finetune.checkpoint); pruning a randomly initialised model: costs are real, "
+            "accuracies are not",
+            stacklevel=1,
+        )
     model.to(ctx.device)
     val_batches = cfg.optim.max_val_batches
     img = cfg.model.img_size
@@ -127,11 +161,11 @@ def run(config: dict[str, Any], reporter: Reporter) -> None:
     sensitivity_s = None
     if p.sensitivity:
         t0 = time.perf_counter()
-        batches = p.sensitivity_max_batches or val_batches
+        scan_ratios, scan_loader, batches = _sensitivity_plan(ctx, p, val_batches)
         sensitivity = sensitivity_scan(
             model,
-            lambda m: _score(ctx, m, batches),
-            p.sensitivity_ratios,
+            lambda m: _score(ctx, m, batches, scan_loader),
+            scan_ratios,
             method=p.method,
             example_inputs=example,
             round_to=p.round_to,
@@ -158,6 +192,7 @@ def run(config: dict[str, Any], reporter: Reporter) -> None:
         **pruned,
         **dense,
         **dense_static,
+        **init,
         "prune/targeted_params": dense_targeted,
         "prune/sensitivity_s": sensitivity_s,
         "prune/prune_s": prune_s,
