@@ -117,7 +117,13 @@ class PruneConfig(Strict):
     method: Literal["unstructured", "structured"] = Field(
         "unstructured", description="zero single weights, or remove neurons/heads/channels"
     )
-    ratio: float = Field(0.5, ge=0, lt=1, description="share of targeted weights to remove")
+    ratio: float = Field(
+        0.5,
+        ge=0,
+        lt=1,
+        description="share to remove: of the targeted weights (unstructured), of the neurons, "
+        "heads or channels (structured)",
+    )
     allocation: Literal["global", "uniform", "sensitivity"] = Field(
         "global",
         description="global: one magnitude ranking over all targeted layers (per kind when "
