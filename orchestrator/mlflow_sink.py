@@ -82,11 +82,19 @@ class MlflowSink(Callback):
         self._experiment_id: str | None = None
         self._children: dict[str, str] = {}
         self._tables: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        self._tag_values: dict[tuple[str, str], str] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles callbacks into its experiment state: keep the config, not the live client.
         state = dict(self.__dict__)
-        for key in ("_client", "parent_run_id", "_experiment_id", "_children", "_tables"):
+        for key in (
+            "_client",
+            "parent_run_id",
+            "_experiment_id",
+            "_children",
+            "_tables",
+            "_tag_values",
+        ):
             state.pop(key, None)
         return state
 
@@ -159,8 +167,19 @@ class MlflowSink(Callback):
             for k, v in metrics.items()
             if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
         ]
+        # Text-valued results (environment fingerprint, counters' names, reasons for a null) are
+        # tags: MLflow metrics are numbers only.
+        tags = [
+            RunTag(k, v[:5000])
+            for k, v in metrics.items()
+            if isinstance(v, str) and self._tag_values.get((run_id, k)) != v
+        ]
+        for tag in tags:
+            self._tag_values[(run_id, tag.key)] = tag.value
         for i in range(0, len(batch), BATCH):
-            self.client.log_batch(run_id, metrics=batch[i : i + BATCH])
+            self.client.log_batch(run_id, metrics=batch[i : i + BATCH], tags=tags if i == 0 else ())
+        if not batch and tags:
+            self.client.log_batch(run_id, tags=tags)
         for name, rows in (result.get(TABLES_KEY) or {}).items():
             self._tables.setdefault(trial.trial_id, {}).setdefault(name, []).extend(rows)
 

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel
 
+from profilers import metric_type
 from trainables.trial_config import TrialConfig
 
 SCHEMA_VERSION = 1
@@ -87,7 +88,20 @@ def flatten_params(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+ARROW_TYPES = {
+    "float64": pa.float64(),
+    "int64": pa.int64(),
+    "string": pa.string(),
+    "bool": pa.bool_(),
+}
+
+
 def _value_type(key: str, value: Any) -> pa.DataType | None:
+    # Registered metrics have one type whatever a trial produced (a driver version that is null
+    # on CPU and text on GPU must not split the table into float and string parts).
+    known = metric_type(key)
+    if known is not None:
+        return ARROW_TYPES[known]
     if value is None:
         return None
     if isinstance(value, bool):

@@ -84,6 +84,11 @@ def test_mlflow_has_parent_and_a_child_per_trial(sweep_run: tuple[Path, str, int
     history = client.get_metric_history(children["run_id"].iloc[0], "val/acc")
     assert sorted(m.step for m in history) == [1, 2]
     assert children["params.model.name"].notna().all()
+    # Text results (the environment fingerprint) become tags; tables become CSV artifacts.
+    assert children["tags.env/torch_version"].notna().all()
+    artifacts = {a.path for a in client.list_artifacts(children["run_id"].iloc[0])}
+    assert {"latency.csv"} <= artifacts
+    assert "sweep.yaml" in {a.path for a in client.list_artifacts(parents["run_id"].iloc[0])}
 
 
 def test_failed_trial_is_recorded_and_the_sweep_goes_on(
