@@ -37,7 +37,16 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", type=Path, default=Path("results"), help="results dir (results/)")
     p.add_argument("--address", default=None, help="join a Ray cluster (or set RAY_ADDRESS)")
     p.add_argument("--resume", action="store_true", help="continue the last interrupted run")
-    p.add_argument("--smoke", action="store_true", help="one epoch, few batches: proves it runs")
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="one epoch, few small batches: proves it runs (swaps unreachable weights/data, says so)",
+    )
+    p.add_argument(
+        "--no-pretrained",
+        action="store_true",
+        help="where hub weights are unreachable, train from random init (recorded in the rows)",
+    )
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default mlruns/)")
     p.add_argument("--quiet", action="store_true", help="no live trial table")
     p.add_argument("--report", action="store_true", help="write <output>/report.html at the end")
@@ -65,34 +74,48 @@ def _load(path: Path, *, smoke: bool) -> tuple[SweepConfig, str]:
 
 
 def execute(sweep: SweepConfig, sweep_text: str, args: argparse.Namespace) -> int:
+    from orchestrator.offline import check_offline
     from orchestrator.run_summary import print_summary
+    from orchestrator.stages import build_stages, run_staged_sweep
     from orchestrator.sweep_runner import run_sweep
 
     output: Path = args.output
+    no_pretrained = bool(getattr(args, "no_pretrained", False))
+
+    def adjust(s: SweepConfig) -> SweepConfig:
+        return check_offline(s, swap_weights=no_pretrained or s.smoke, swap_data=s.smoke)
+
+    common = {
+        "output": output,
+        "sweep_text": sweep_text,
+        "address": args.address,
+        "resume": args.resume,
+        "tracking_uri": args.tracking_uri,
+        "verbose": 0 if args.quiet else 1,
+    }
     try:
-        outcome = run_sweep(
-            sweep,
-            output=output,
-            sweep_text=sweep_text,
-            address=args.address,
-            resume=args.resume,
-            tracking_uri=args.tracking_uri,
-            verbose=0 if args.quiet else 1,
-        )
+        if sweep.stages:
+            stage_sweeps = [
+                st.sweep for st in build_stages(sweep, source=sweep.name, adjust=adjust)
+            ]
+            outcomes = run_staged_sweep(sweep, adjust=adjust, **common)
+        else:
+            sweep = adjust(sweep)
+            stage_sweeps = [sweep]
+            outcomes = [run_sweep(sweep, **common)]
     except SweepError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    print_summary(sweep, output.resolve(), outcome, tracking_uri=args.tracking_uri)
+    for stage_sweep, outcome in zip(stage_sweeps, outcomes, strict=True):
+        print_summary(stage_sweep, output.resolve(), outcome, tracking_uri=args.tracking_uri)
     if getattr(args, "report", False):
         from orchestrator.report import build_report
 
         print(f"report:  {build_report(output.resolve())}")
-    return EXIT_TRIAL_FAILED if outcome.errors else EXIT_OK
+    return EXIT_TRIAL_FAILED if any(o.errors for o in outcomes) else EXIT_OK
 
 
 def _validate(argv: list[str]) -> int:
-    from orchestrator.search_space import expand
-
     p = argparse.ArgumentParser(prog="python -m orchestrator validate")
     p.add_argument("sweep", type=Path)
     p.add_argument("--smoke", action="store_true")
@@ -102,9 +125,26 @@ def _validate(argv: list[str]) -> int:
     except SweepError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if sweep.stages:
+        from orchestrator.stages import build_stages
+
+        for stage in build_stages(sweep, source=str(args.sweep)):
+            origin = f", from stage {stage.source.stage!r}" if stage.source else ""
+            print(f"== stage {stage.name!r}{origin}")
+            _print_trials(stage.sweep)
+        return EXIT_OK
+    _print_trials(sweep)
+    return EXIT_OK
+
+
+def _print_trials(sweep: SweepConfig) -> None:
+    from orchestrator.search_space import expand
+
     trials = expand(sweep)
+    searched = {"model", "model.name"} & set(sweep.search)
+    model = "(searched)" if searched else sweep.model.name
     print(
-        f"sweep {sweep.name!r}: trainable {sweep.trainable}, model {sweep.model.name}, "
+        f"sweep {sweep.name!r}: trainable {sweep.trainable}, model {model}, "
         f"dataset {sweep.dataset.name}, {sweep.optim.epochs} epoch(s), "
         f"{len(trials)} trial(s){' (smoke)' if sweep.smoke else ''}"
     )
@@ -114,7 +154,6 @@ def _validate(argv: list[str]) -> int:
     widths = [max(len(r[c]) for r in [header, *rows]) for c in range(len(header))]
     for r in [header, *rows]:
         print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)))
-    return EXIT_OK
 
 
 def _train(argv: list[str]) -> int:
@@ -167,6 +206,7 @@ def _train(argv: list[str]) -> int:
         tracking_uri=None,
         quiet=False,
         report=False,
+        no_pretrained=False,
     )
     return execute(sweep, yaml.safe_dump(data, sort_keys=False), run_args)
 

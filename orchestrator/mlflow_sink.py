@@ -116,7 +116,15 @@ class MlflowSink(Callback):
             )
             run = self.client.create_run(
                 self._experiment_id,
-                run_name=f"{self.sweep_name} {time.strftime('%Y-%m-%d %H:%M:%S')}",
+                run_name=" ".join(
+                    x
+                    for x in (
+                        self.sweep_name,
+                        self.sweep_params.get("stage"),
+                        time.strftime("%Y-%m-%d %H:%M:%S"),
+                    )
+                    if x
+                ),
                 tags={**self.tags, "lvmbench.role": "sweep"},
             )
             self.parent_run_id = run.info.run_id

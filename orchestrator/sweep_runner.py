@@ -7,6 +7,7 @@ sinks run on the driver as Tune callbacks, so a cluster needs no shared disk for
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -19,7 +20,7 @@ from ray.tune.logger import JsonLoggerCallback
 from orchestrator.mlflow_sink import MlflowSink, default_tracking_uri
 from orchestrator.parquet_sink import ParquetSink
 from orchestrator.search_space import param_space
-from orchestrator.sweep_schema import SweepConfig, SweepError
+from orchestrator.sweep_schema import SweepConfig, SweepError, set_path
 
 TUNE_DIR = "_tune"
 
@@ -45,6 +46,7 @@ class SweepOutcome:
     trial_ids: list[str]
     errors: dict[str, str]
     parent_run_id: str | None
+    results: Any = None  # Ray Tune's ResultGrid
 
 
 def git_sha() -> str | None:
@@ -80,8 +82,43 @@ def init_ray(address: str | None) -> None:
 
 
 def experiment_dirs(output: Path, name: str) -> list[Path]:
+    """Earlier runs of `name` (`<name>-<YYYYmmdd-HHMMSS>`), oldest first."""
     root = output / TUNE_DIR
-    return sorted(root.glob(f"{name}-*"), key=lambda p: p.stat().st_mtime) if root.is_dir() else []
+    if not root.is_dir():
+        return []
+    pattern = re.compile(re.escape(name) + r"-\d{8}-\d{6}")
+    found = [p for p in root.iterdir() if p.is_dir() and pattern.fullmatch(p.name)]
+    return sorted(found, key=lambda p: p.name)
+
+
+def check_resources(sweep: SweepConfig, *, local: bool) -> SweepConfig:
+    """A trial asking for more than the cluster has would wait forever: say so before it starts."""
+    import ray
+
+    have = ray.cluster_resources()
+    problems = []
+    for key, ray_key in (("cpu", "CPU"), ("gpu", "GPU")):
+        want = getattr(sweep.resources, key)
+        avail = float(have.get(ray_key, 0.0))
+        if want > avail:
+            problems.append((key, want, avail))
+    if not problems or not local:
+        for key, want, avail in problems:
+            print(f"warning: resources.{key}: {want} per trial, the cluster has {avail} now")
+        return sweep
+    if sweep.smoke:
+        out = sweep.model_copy(deep=True)
+        for key, want, avail in problems:
+            # A smoke run proves the sweep runs here; it takes what this machine has.
+            capped = avail if key == "gpu" else max(1.0, avail)
+            print(f"smoke: resources.{key} {want} -> {capped} (this machine has {avail})")
+            setattr(out.resources, key, capped)
+        return out
+    key, want, avail = problems[0]
+    raise SweepError(
+        f"resources.{key}: each trial asks for {want} but this machine has {avail}; lower "
+        f"resources.{key} (fractions share a device) or join a cluster with --address"
+    )
 
 
 def run_sweep(
@@ -93,14 +130,22 @@ def run_sweep(
     resume: bool = False,
     tracking_uri: str | None = None,
     verbose: int = 1,
+    space_overrides: dict[str, Any] | None = None,
 ) -> SweepOutcome:
+    """Run one sweep (or one stage of a staged sweep) on Ray Tune.
+
+    `space_overrides` (dotted key -> value or Tune domain) are set into the param space after the
+    search: stages use it to hand each trial its starting checkpoint.
+    """
     from ray import tune
+
+    from orchestrator.stages import stage_run_name
 
     output = output.resolve()
     tracking_uri = tracking_uri or sweep.mlflow.tracking_uri or default_tracking_uri()
     restore_from: Path | None = None
     if resume:
-        found = experiment_dirs(output, sweep.name)
+        found = experiment_dirs(output, stage_run_name(sweep))
         if not found or not tune.Tuner.can_restore(str(found[-1])):
             raise SweepError(
                 f"--resume: no interrupted sweep named {sweep.name!r} under {output / TUNE_DIR}; "
@@ -109,6 +154,7 @@ def run_sweep(
         restore_from = found[-1]
 
     init_ray(address)
+    sweep = check_resources(sweep, local=not (address or os.environ.get("RAY_ADDRESS")))
     trainable = tune.with_resources(
         run_trial, {"cpu": sweep.resources.cpu, "gpu": sweep.resources.gpu}
     )
@@ -122,10 +168,12 @@ def run_sweep(
             "search": ", ".join(sweep.search) or "(none)",
             "smoke": sweep.smoke,
             "output": str(output),
+            "stage": sweep.stage or "",
         },
         tags={
             "lvmbench.sweep": sweep.name,
             "lvmbench.smoke": str(sweep.smoke).lower(),
+            "lvmbench.stage": sweep.stage or "",
             "lvmbench.command": " ".join(sys.argv)[:5000],
             **({"mlflow.source.git.commit": sha} if (sha := git_sha()) else {}),
         },
@@ -137,21 +185,25 @@ def run_sweep(
     else:
         checkpoint = sweep.checkpoint
         run_config = tune.RunConfig(
-            name=f"{sweep.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+            name=f"{stage_run_name(sweep)}-{time.strftime('%Y%m%d-%H%M%S')}",
             storage_path=str(output / TUNE_DIR),
             failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
             checkpoint_config=tune.CheckpointConfig(
                 num_to_keep=checkpoint.num_to_keep,
-                checkpoint_score_attribute=checkpoint.metric,
+                # None = keep the most recent ones.
+                checkpoint_score_attribute=checkpoint.metric if checkpoint.keep == "best" else None,
                 checkpoint_score_order=checkpoint.mode,
             ),
             callbacks=[ParquetSink(output, sweep.name), mlflow_sink, JsonLoggerCallback()],
             progress_reporter=live_table(sweep),
             verbose=verbose,
         )
+        space = param_space(sweep)
+        for key, value in (space_overrides or {}).items():
+            set_path(space, key, value)
         tuner = tune.Tuner(
             trainable,
-            param_space=param_space(sweep),
+            param_space=space,
             tune_config=tune.TuneConfig(
                 num_samples=sweep.num_samples,
                 scheduler=_scheduler(sweep),
@@ -174,6 +226,7 @@ def run_sweep(
         trial_ids=trial_ids,
         errors=errors,
         parent_run_id=mlflow_sink.parent_run_id,
+        results=results,
     )
 
 

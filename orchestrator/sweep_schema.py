@@ -177,6 +177,10 @@ def validate_sweep_dict(data: dict[str, Any], *, source: str = "<sweep>") -> Swe
     except ValidationError as err:
         raise SweepError(f"{source}: invalid sweep file\n{format_validation_error(err)}") from err
     _check_search(sweep, source)
+    if sweep.stages:
+        from orchestrator.stages import build_stages
+
+        build_stages(sweep, source=source)
     # Relative paths are relative to where the user runs the command; Ray trials run elsewhere.
     return sweep.resolve_paths(Path.cwd())
 
@@ -231,17 +235,30 @@ def get_path(data: dict[str, Any], dotted: str) -> Any:
     return node
 
 
+SMOKE_BATCH_SIZE = 4
+
+
 def apply_smoke(sweep: SweepConfig) -> SweepConfig:
-    """--smoke: one epoch of a few batches on a small subset; the model and the search stay."""
+    """--smoke: one epoch of a few small batches on a small subset; the model and search stay.
+
+    Batches of at most 4 and latency at one point (the smallest batch, the first input size): a
+    ViT-B at 224 must get through in minutes on 2 CPU cores.
+    """
     out = sweep.model_copy(deep=True)
     out.smoke = True
     out.optim.epochs = 1
+    out.optim.batch_size = min(out.optim.batch_size, SMOKE_BATCH_SIZE)
     out.optim.max_train_batches = min(out.optim.max_train_batches or 3, 3)
     out.optim.max_val_batches = min(out.optim.max_val_batches or 2, 2)
     out.dataset.subset = min(out.dataset.subset or 128, 128)
     if out.profilers.latency is not None:
         out.profilers.latency.warmup = min(out.profilers.latency.warmup, 1)
         out.profilers.latency.repeats = min(out.profilers.latency.repeats, 3)
+        out.profilers.latency.batch_sizes = [min(out.profilers.latency.batch_sizes)]
+        if out.profilers.latency.input_sizes:
+            out.profilers.latency.input_sizes = out.profilers.latency.input_sizes[:1]
+    if out.profilers.flops is not None and out.profilers.flops.input_sizes:
+        out.profilers.flops.input_sizes = out.profilers.flops.input_sizes[:1]
     return out
 
 

@@ -89,6 +89,18 @@ _KEYS: dict[str, tuple[str, str]] = {
     "env/cpu_count": (INT, "count"),
     # trainables/profiling.py
     "profile/static_s": (F, "s"),
+    # trainables/lora_adapters.py and start_weights.py (registered here so every table agrees)
+    "lora/adapter_params": (INT, "count"),
+    "lora/adapted_modules": (INT, "count"),
+    "lora/opt_state_mb": (F, "MiB"),
+    "lora/opt_state_full_mb": (F, "MiB"),
+    "lora/opt_state_saved_mb": (F, "MiB"),
+    "lora/merge_max_abs_diff": (F, "abs"),
+    "lora/opt_state_error": (S, ""),
+    "init/from_weights": (INT, "bool"),
+    "init/loaded_tensors": (INT, "count"),
+    "init/head_reset": (INT, "count"),
+    "init/resampled": (INT, "count"),
 }
 
 METRIC_KEYS: dict[str, str] = {k: t for k, (t, _) in _KEYS.items()}

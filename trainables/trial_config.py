@@ -93,6 +93,9 @@ class OptimConfig(Strict):
 class CheckpointConfig(Strict):
     enabled: bool = Field(True, description="save a checkpoint each epoch through Ray Tune")
     num_to_keep: int | None = Field(1, ge=1, description="checkpoints kept per trial (None = all)")
+    keep: Literal["best", "last"] = Field(
+        "best", description="which checkpoints survive: best by `metric`, or the most recent"
+    )
     metric: str = Field("val/acc", description="metric that ranks checkpoints (best is kept)")
     mode: Literal["max", "min"] = "max"
 
@@ -191,6 +194,10 @@ class TrialConfig(Strict):
     seed: int = 0
     smoke: bool = Field(False, description="set by --smoke: tiny subset, one epoch")
     stage: str | None = Field(None, description="stage name in a multi-stage sweep")
+    substitutions: list[str] = Field(
+        default_factory=list,
+        description="set by --smoke/--no-pretrained: what was swapped for an unreachable resource",
+    )
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     lora: LoraConfig = Field(default_factory=LoraConfig)

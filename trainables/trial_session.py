@@ -19,12 +19,12 @@ from accelerate import Accelerator
 from torch import nn
 from torch.utils.data import DataLoader
 
+from trainables.checkpoints import CHECKPOINT_FILE, load_weights, save_model
 from trainables.data import DataBundle, build_data, make_loader
 from trainables.epoch_loop import evaluate, train_one_epoch
 from trainables.profiling import epoch_timer, profiled_region
 from trainables.trial_config import TrialConfig
 
-MODEL_FILE = "model.safetensors"
 STATE_FILE = "train_state.pt"
 
 
@@ -171,32 +171,6 @@ def build_scheduler(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def save_model(model: nn.Module, directory: Path) -> Path:
-    """Weights as safetensors: no pickle, loadable anywhere."""
-    from safetensors.torch import save_model as st_save
-
-    path = directory / MODEL_FILE
-    st_save(_unwrap(model), str(path))
-    return path
-
-
-def load_model_state(model: nn.Module, path: Path, *, strict: bool = True) -> None:
-    """Load safetensors, or a torch file with weights_only=True (never arbitrary pickles)."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    missing, unexpected = _unwrap(model).load_state_dict(state, strict=strict)
-    if strict and (missing or unexpected):  # pragma: no cover - load_state_dict raises first
-        raise RuntimeError(f"{path}: missing {missing}, unexpected {unexpected}")
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return getattr(model, "_orig_mod", getattr(model, "module", model))
-
-
 def fit(
     ctx: TrialContext,
     model: nn.Module,
@@ -277,7 +251,7 @@ def fit(
 def _checkpoint(
     directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, epoch: int
 ) -> None:
-    save_model(model, directory)
+    save_model(model, directory)  # safetensors; tied weights stored once each
     state = {"epoch": epoch, "optimizer": optimizer.state_dict()}
     if scheduler is not None:
         state["scheduler"] = scheduler.state_dict()
@@ -288,7 +262,7 @@ def _restore(
     directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
 ) -> int:
     """Load a checkpoint written by `_checkpoint`; returns the epoch it was taken after."""
-    load_model_state(model, directory / MODEL_FILE)
+    load_weights(model, directory / CHECKPOINT_FILE)
     state = torch.load(directory / STATE_FILE, map_location="cpu", weights_only=True)
     optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None and "scheduler" in state:
