@@ -8,7 +8,7 @@
 - `profiled_region(cfg, device, region, metrics)`: peak memory of a training epoch or evaluation
   into `metrics`; evaluation also holds the device shared (see `profilers.device_lock`).
 
-Keys and units: `profilers/__init__.py` (registry) and docs/metrics.md.
+Keys and units: `profilers/__init__.py` (registry) and the README (Metrics).
 """
 
 from __future__ import annotations

@@ -115,7 +115,7 @@ class LoraConfig(Strict):
 
 
 class PruneConfig(Strict):
-    """The `prune:` section (trainable `prune_recover`; see docs/prune.md)."""
+    """The `prune:` section (trainable `prune_recover`; see README: Pruning and recovery)."""
 
     method: Literal["unstructured", "structured"] = Field(
         "unstructured", description="zero single weights, or remove neurons/heads/channels"
