@@ -85,6 +85,7 @@ class ParquetSink(Callback):
         self._epochs: dict[str, dict[int, dict[str, Any]]] = {}
         self._rows: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._started: dict[str, str] = {}
+        self._params: dict[str, dict[str, Any]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles callbacks into its experiment state; open tables are rebuilt on restore.
@@ -103,11 +104,14 @@ class ParquetSink(Callback):
         return f"{self.sweep_name}__{trial.trial_id}"
 
     def _base(self, trial: Any) -> dict[str, Any]:
+        # A trial's config never changes: validate and flatten it once, not on every result.
+        if trial.trial_id not in self._params:
+            self._params[trial.trial_id] = flatten_params(trial.config)
         return {
             "schema_version": SCHEMA_VERSION,
             "sweep": self.sweep_name,
             "trial_id": trial.trial_id,
-            **flatten_params(trial.config),
+            **self._params[trial.trial_id],
         }
 
     def _history(self, trial: Any) -> dict[int, dict[str, Any]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from trainables.models import create_model
+from trainables.profiling import static_profile
 from trainables.trial_config import TrialConfig
 from trainables.trial_session import Reporter, fit, prepare
 
@@ -13,7 +14,5 @@ def run(config: dict[str, Any], reporter: Reporter) -> None:
     cfg = TrialConfig.model_validate(config)
     ctx = prepare(cfg)
     model = create_model(cfg.model, ctx.data.num_classes)
-    from trainables.profiling import static_profile
-
     static, tables = static_profile(model, cfg, ctx.device)
     fit(ctx, model, reporter, static_metrics=static, tables=tables)
