@@ -14,9 +14,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from profilers.profile_config import ProfilersConfig
+from trainables.registry import DATASETS, TRAINABLES
 
-TRAINABLE_NAMES = ("train", "finetune", "lora", "prune_recover")
-DATASET_NAMES = ("digits", "cifar10", "cifar100", "imagefolder", "imagenet", "synthetic")
+TRAINABLE_NAMES = tuple(TRAINABLES)
+DATASET_NAMES = tuple(DATASETS)
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
 
@@ -146,6 +147,11 @@ class PruneConfig(Strict):
         ge=1,
         description="validation batches per sensitivity evaluation (None = optim.max_val_batches)",
     )
+    sensitivity_samples: int | None = Field(
+        None,
+        ge=1,
+        description="validation images each sensitivity evaluation uses (None = the whole split)",
+    )
     histogram_bins: int = Field(64, ge=1, description="bins of the per-layer weight histograms")
     max_layer_ratio: float = Field(
         0.9,
@@ -181,6 +187,21 @@ class PruneConfig(Strict):
         return max_ratio
 
 
+class StartConfig(Strict):
+    """Where a later stage's trial starts: set per trial by the stage runner, never searched.
+
+    Kept out of the searched parameters so labels show what the user varied; recorded in the
+    `start/checkpoint`, `start/trial_id` and `start/stage` columns of `trials`.
+    """
+
+    stage: str = Field(description="the earlier stage the weights come from")
+    trial_id: str | None = Field(None, description="the earlier stage's trial that produced them")
+    checkpoint: str | None = Field(None, description="path of the checkpoint file")
+    error: str | None = Field(
+        None, description="why there is no checkpoint (the upstream trial failed, or left none)"
+    )
+
+
 class TrialConfig(Strict):
     """One trial, as the trainable sees it (search values already substituted)."""
 
@@ -197,6 +218,9 @@ class TrialConfig(Strict):
     substitutions: list[str] = Field(
         default_factory=list,
         description="set by --smoke/--no-pretrained: what was swapped for an unreachable resource",
+    )
+    start: StartConfig | None = Field(
+        None, description="set by the stage runner: the earlier stage's checkpoint to start from"
     )
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
