@@ -3,7 +3,7 @@ PY      := .venv/bin/python
 PIP     := .venv/bin/pip
 STAMP   := .venv/.installed
 
-.PHONY: run test lint format clean
+.PHONY: run test lint format clean docs
 
 $(PY):
 	python3 -m venv .venv
@@ -24,6 +24,10 @@ lint: $(STAMP)
 
 format: $(STAMP)
 	.venv/bin/ruff format . && .venv/bin/ruff check --fix .
+
+# The generated blocks of docs/ (sweep-file keys, metric names); tests/test_docs.py checks them.
+docs: $(STAMP)
+	$(PY) scripts/gen_docs.py
 
 clean:
 	rm -rf results mlruns .pytest_cache

@@ -28,9 +28,10 @@ from torch import nn
 from profilers.step_timer import synchronize
 from trainables.epoch_loop import evaluate, train_one_epoch
 from trainables.models import create_model
+from trainables.optim import build_optimizer
 from trainables.profiling import epoch_timer, profiled_region, static_profile
 from trainables.trial_config import TrialConfig
-from trainables.trial_session import build_optimizer, prepare
+from trainables.trial_setup import TrialSetup
 
 
 def run_epoch(
@@ -97,8 +98,9 @@ def main() -> None:
             "profilers": {"latency": False},
         }
     )
-    ctx = prepare(cfg)
-    model = create_model(cfg.model, ctx.data.num_classes)
+    setup = TrialSetup.begin(cfg)
+    model = create_model(cfg.model, setup.num_classes)
+    ctx = setup.with_model(model)
     static, _ = static_profile(model, cfg, ctx.device)  # FLOPs for the timer's MFU
     optimizer = build_optimizer(model, cfg)
     model, optimizer, ctx.train_loader, ctx.val_loader = ctx.accelerator.prepare(

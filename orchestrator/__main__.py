@@ -1,3 +1,5 @@
+"""`python -m orchestrator`: the command line (see `orchestrator.cli`)."""
+
 import sys
 
 from orchestrator.cli import main

@@ -67,17 +67,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _load(path: Path, *, smoke: bool) -> tuple[SweepConfig, str]:
-    from orchestrator.sweep_schema import apply_smoke, load_sweep
+    from orchestrator.smoke import apply_smoke
+    from orchestrator.sweep_schema import load_sweep
 
     sweep = load_sweep(path)
     return (apply_smoke(sweep) if smoke else sweep), path.read_text(encoding="utf-8")
 
 
 def execute(sweep: SweepConfig, sweep_text: str, args: argparse.Namespace) -> int:
+    """Build the run plan once (its stages, or the sweep alone), run it, print each stage's table."""
     from orchestrator.offline import check_offline
     from orchestrator.run_summary import print_summary
-    from orchestrator.stages import build_stages, run_staged_sweep
-    from orchestrator.sweep_runner import run_sweep
+    from orchestrator.stages import build_plan, run_plan
 
     output: Path = args.output
     no_pretrained = bool(getattr(args, "no_pretrained", False))
@@ -85,29 +86,23 @@ def execute(sweep: SweepConfig, sweep_text: str, args: argparse.Namespace) -> in
     def adjust(s: SweepConfig) -> SweepConfig:
         return check_offline(s, swap_weights=no_pretrained or s.smoke, swap_data=s.smoke)
 
-    common = {
-        "output": output,
-        "sweep_text": sweep_text,
-        "address": args.address,
-        "resume": args.resume,
-        "tracking_uri": args.tracking_uri,
-        "verbose": 0 if args.quiet else 1,
-    }
+    source = str(getattr(args, "sweep", None) or sweep.name)
     try:
-        if sweep.stages:
-            stage_sweeps = [
-                st.sweep for st in build_stages(sweep, source=sweep.name, adjust=adjust)
-            ]
-            outcomes = run_staged_sweep(sweep, adjust=adjust, **common)
-        else:
-            sweep = adjust(sweep)
-            stage_sweeps = [sweep]
-            outcomes = [run_sweep(sweep, **common)]
+        plan = build_plan(sweep, source=source, adjust=adjust)
+        outcomes = run_plan(
+            plan,
+            output=output,
+            sweep_text=sweep_text,
+            address=args.address,
+            resume=args.resume,
+            tracking_uri=args.tracking_uri,
+            verbose=0 if args.quiet else 1,
+        )
     except SweepError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    for stage_sweep, outcome in zip(stage_sweeps, outcomes, strict=True):
-        print_summary(stage_sweep, output.resolve(), outcome, tracking_uri=args.tracking_uri)
+    for stage, outcome in zip(plan, outcomes, strict=True):
+        print_summary(stage.sweep, output.resolve(), outcome, tracking_uri=args.tracking_uri)
     if getattr(args, "report", False):
         from orchestrator.report import build_report
 
@@ -116,24 +111,23 @@ def execute(sweep: SweepConfig, sweep_text: str, args: argparse.Namespace) -> in
 
 
 def _validate(argv: list[str]) -> int:
+    from orchestrator.stages import build_plan
+
     p = argparse.ArgumentParser(prog="python -m orchestrator validate")
     p.add_argument("sweep", type=Path)
     p.add_argument("--smoke", action="store_true")
     args = p.parse_args(argv)
     try:
         sweep, _ = _load(args.sweep, smoke=args.smoke)
+        plan = build_plan(sweep, source=str(args.sweep))
     except SweepError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    if sweep.stages:
-        from orchestrator.stages import build_stages
-
-        for stage in build_stages(sweep, source=str(args.sweep)):
+    for stage in plan:
+        if stage.name is not None:
             origin = f", from stage {stage.source.stage!r}" if stage.source else ""
             print(f"== stage {stage.name!r}{origin}")
-            _print_trials(stage.sweep)
-        return EXIT_OK
-    _print_trials(sweep)
+        _print_trials(stage.sweep)
     return EXIT_OK
 
 

@@ -2,7 +2,9 @@
 
 Experiment = sweep name. The parent run holds the sweep file and sweep-level params; each child
 run holds its trial's params (dotted keys), per-epoch metrics (step = epoch, one `log_batch` per
-epoch, not one call per value), tags, and the trial's extra tables as CSV artifacts. Only the
+epoch, not one call per value), per-trial facts once (numbers as metrics at step 0, text as tags),
+trial-end facts at the last epoch's step (new keys: no second point for an epoch metric), and the
+trial's extra tables as CSV artifacts. Only the
 driver talks to MLflow, so workers on a cluster need neither the store nor its credentials.
 """
 
@@ -16,11 +18,10 @@ from typing import Any
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
-from ray.tune import Callback
+from ray.tune.logger import LoggerCallback
 
-from orchestrator.parquet_sink import error_text, user_metrics
 from orchestrator.parquet_tables import flatten_params
-from trainables.reporting import TABLES_KEY
+from orchestrator.results import error_text, split_result, start_columns
 
 DEFAULT_STORE_DIR = "mlruns"
 MAX_PARAM_LEN = 6000  # MLflow's limit for a param value
@@ -60,7 +61,7 @@ def _ms() -> int:
     return int(time.time() * 1000)
 
 
-class MlflowSink(Callback):
+class MlflowSink(LoggerCallback):
     def __init__(
         self,
         tracking_uri: str,
@@ -83,6 +84,7 @@ class MlflowSink(Callback):
         self._children: dict[str, str] = {}
         self._tables: dict[str, dict[str, list[dict[str, Any]]]] = {}
         self._tag_values: dict[tuple[str, str], str] = {}
+        self._last_step: dict[str, int] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles callbacks into its experiment state: keep the config, not the live client.
@@ -94,6 +96,7 @@ class MlflowSink(Callback):
             "_children",
             "_tables",
             "_tag_values",
+            "_last_step",
         ):
             state.pop(key, None)
         return state
@@ -136,7 +139,7 @@ class MlflowSink(Callback):
     def setup(self, **info: Any) -> None:
         self.start_parent()
 
-    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+    def log_trial_start(self, trial: Any) -> None:
         if trial.trial_id in self._children:
             return
         parent = self.start_parent()
@@ -159,27 +162,45 @@ class MlflowSink(Callback):
         ]
         for i in range(0, len(entries), 100):  # MLflow takes at most 100 params per batch
             self.client.log_batch(run.info.run_id, params=entries[i : i + 100])
+        start = {k: v for k, v in start_columns(trial.config).items() if v is not None}
+        if start:
+            self.client.log_batch(
+                run.info.run_id, tags=[RunTag(k, str(v)) for k, v in start.items()]
+            )
 
-    def on_trial_result(
-        self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any
-    ) -> None:
-        run_id = self._children.get(trial.trial_id)
-        if run_id is None:
-            self.on_trial_start(iteration, trials, trial)
-            run_id = self._children[trial.trial_id]
-        metrics = user_metrics(result)
-        step = int(metrics.get("epoch", result.get("training_iteration", 0)))
+    def _run_id(self, trial: Any) -> str:
+        if trial.trial_id not in self._children:
+            self.log_trial_start(trial)
+        return self._children[trial.trial_id]
+
+    def log_trial_result(self, iteration: int, trial: Any, result: dict[str, Any]) -> None:
+        run_id = self._run_id(trial)
+        got = split_result(result)
+        if got.final:
+            # Trial-end facts: keys of their own, at the last epoch's step.
+            self._log(run_id, {**got.facts, **got.metrics}, self._last_step.get(run_id, 0))
+        else:
+            assert got.epoch is not None
+            self._last_step[run_id] = got.epoch
+            if got.facts:
+                self._log(run_id, got.facts, 0)
+            self._log(run_id, got.metrics, got.epoch)
+        for name, rows in got.tables.items():
+            self._tables.setdefault(trial.trial_id, {}).setdefault(name, []).extend(rows)
+
+    def _log(self, run_id: str, values: dict[str, Any], step: int) -> None:
+        """Numbers as metrics at `step` (one `log_batch` per 900), text as tags (changed ones)."""
         now = _ms()
         batch = [
             Metric(k, float(v), now, step)
-            for k, v in metrics.items()
+            for k, v in values.items()
             if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
         ]
-        # Text-valued results (environment fingerprint, counters' names, reasons for a null) are
-        # tags: MLflow metrics are numbers only.
+        # MLflow metrics are numbers only: the environment, counters' names and the reasons for a
+        # null become tags.
         tags = [
             RunTag(k, v[:5000])
-            for k, v in metrics.items()
+            for k, v in values.items()
             if isinstance(v, str) and self._tag_values.get((run_id, k)) != v
         ]
         for tag in tags:
@@ -188,14 +209,9 @@ class MlflowSink(Callback):
             self.client.log_batch(run_id, metrics=batch[i : i + BATCH], tags=tags if i == 0 else ())
         if not batch and tags:
             self.client.log_batch(run_id, tags=tags)
-        for name, rows in (result.get(TABLES_KEY) or {}).items():
-            self._tables.setdefault(trial.trial_id, {}).setdefault(name, []).extend(rows)
 
     def _finish(self, trial: Any, status: str, error: str | None) -> None:
-        run_id = self._children.get(trial.trial_id)
-        if run_id is None:
-            self.on_trial_start(0, [], trial)
-            run_id = self._children[trial.trial_id]
+        run_id = self._run_id(trial)
         for name, rows in self._tables.pop(trial.trial_id, {}).items():
             import pandas as pd
 
@@ -205,11 +221,11 @@ class MlflowSink(Callback):
             self.client.log_text(run_id, error, "error.txt")
         self.client.set_terminated(run_id, status=status)
 
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._finish(trial, "FINISHED", None)
-
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._finish(trial, "FAILED", error_text(trial))
+    def log_trial_end(self, trial: Any, failed: bool = False) -> None:
+        if failed:
+            self._finish(trial, "FAILED", error_text(trial))
+        else:
+            self._finish(trial, "FINISHED", None)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         if self.parent_run_id is None:

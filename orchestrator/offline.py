@@ -18,7 +18,7 @@ from pathlib import Path
 
 from orchestrator.sweep_schema import SweepConfig, SweepError
 from trainables.data import CIFAR_FOLDERS
-from trainables.models import TORCHVISION_PREFIX, resolve
+from trainables.model_names import TORCHVISION_PREFIX, resolve
 
 HUB_HOST = ("huggingface.co", 443)
 CIFAR_HOST = ("www.cs.toronto.edu", 443)

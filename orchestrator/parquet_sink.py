@@ -1,9 +1,10 @@
 """Driver-side Tune callback that writes the Parquet tables as results arrive.
 
-Tables under the output directory: `epochs` (one row per trial-epoch), `trials` (one row per
-trial: status, error, final and best metrics, static profiles, fingerprint), and any table a
-trainable sends rows for (`latency`, `sensitivity`, `weights`, ...). A restored trial's part is
-rebuilt from what is on disk plus the new results, keyed by epoch, so no row is lost or doubled.
+Tables under the output directory: `epochs` (one row per trial-epoch: params and the epoch's
+metrics), `trials` (one row per trial: params, `start/*`, status, error, per-trial facts, the
+last epoch's metrics, trial-end facts, best-of-trial figures), and any table a trainable sends
+rows for (`latency`, `flops`, `sensitivity`, `weights`, ...). A restored trial's parts are rebuilt
+from what is on disk plus the new results, keyed by epoch, so no row is lost or doubled.
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from ray.tune import Callback
-from ray.tune.result import AUTO_RESULT_KEYS
+from ray.tune.logger import LoggerCallback
 
 from orchestrator.parquet_tables import (
     PARAM_COLUMNS,
@@ -21,47 +21,27 @@ from orchestrator.parquet_tables import (
     PartitionedTable,
     flatten_params,
 )
-from trainables.reporting import TABLES_KEY
+from orchestrator.results import error_text, split_result, start_columns
 
-TUNE_KEYS = frozenset(AUTO_RESULT_KEYS) | {
-    "done",
-    "trial_id",
-    "experiment_tag",
-    "should_checkpoint",
-    "time_total_s",
-    TABLES_KEY,
-}
 # Best-of-trial summaries: metric -> "max" or "min".
 BEST_OF = {"val/acc": "max", "val/f1_macro": "max", "val/loss": "min", "train/acc": "max"}
-
-
-def user_metrics(result: dict[str, Any]) -> dict[str, Any]:
-    """What the trainable reported, without Tune's bookkeeping keys."""
-    return {k: v for k, v in result.items() if k not in TUNE_KEYS}
-
-
-def error_text(trial: Any) -> str:
-    # The driver's local error file is written before callbacks run; get_error() reads the
-    # (possibly remote) storage copy, which may not be synced yet.
-    local = trial.error_file
-    if local and Path(local).is_file():
-        text = Path(local).read_text(encoding="utf-8", errors="replace").strip()
-    else:
-        text = str(trial.get_error() or "").strip()
-    if not text:
-        return f"unknown error (see {trial.path or 'the trial directory'})"
-    # Tune wraps the worker's traceback; the last lines carry the exception itself.
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    return "\n".join(lines[-5:])[-2000:]
+# Columns of a trials row that are not facts a trial reported.
+_ROW_KEYS = {"status", "error", "epochs_completed", "started_at", "ended_at"}
 
 
 def summarize_trial(
-    base: dict[str, Any], epoch_rows: list[dict[str, Any]], status: str, error: str | None
+    base: dict[str, Any],
+    epoch_rows: list[dict[str, Any]],
+    status: str,
+    error: str | None,
+    facts: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """One `trials` row: base columns, facts, the last epoch's metrics, best-of-trial figures."""
     row = dict(base)
     row["status"] = status
     row["error"] = error
-    row["epochs_completed"] = len(epoch_rows)
+    row["epochs_completed"] = sum(1 for r in epoch_rows if int(r.get("epoch") or 0) > 0)
+    row.update(facts or {})
     if epoch_rows:
         last = epoch_rows[-1]
         row.update({k: v for k, v in last.items() if "/" in k})
@@ -77,12 +57,13 @@ def summarize_trial(
     return row
 
 
-class ParquetSink(Callback):
+class ParquetSink(LoggerCallback):
     def __init__(self, output: Path, sweep_name: str) -> None:
         self.output = Path(output)
         self.sweep_name = sweep_name
         self._tables: dict[str, PartitionedTable] = {}
         self._epochs: dict[str, dict[int, dict[str, Any]]] = {}
+        self._facts: dict[str, dict[str, Any]] = {}
         self._rows: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._started: dict[str, str] = {}
         self._params: dict[str, dict[str, Any]] = {}
@@ -119,24 +100,42 @@ class ParquetSink(Callback):
             # A resumed sweep: start from the rows already written for this trial.
             rows = self.table("epochs").read_part(self._part(trial))
             self._epochs[trial.trial_id] = {int(r["epoch"]): r for r in rows}
+            previous = self.table("trials").read_part(self._part(trial))
+            if previous:
+                self._facts[trial.trial_id] = {
+                    k: v for k, v in previous[0].items() if "/" in k and v is not None
+                }
         return self._epochs[trial.trial_id]
 
-    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+    def log_trial_start(self, trial: Any) -> None:
         self._started.setdefault(trial.trial_id, _now())
         self._history(trial)
         self._write_trial(trial, "RUNNING", None)
 
-    def on_trial_result(
-        self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any
-    ) -> None:
-        base = self._base(trial)
-        metrics = user_metrics(result)
-        epoch = int(metrics.get("epoch", result.get("training_iteration", 0)))
-        metrics["epoch"] = epoch
+    def log_trial_result(self, iteration: int, trial: Any, result: dict[str, Any]) -> None:
+        got = split_result(result)
         history = self._history(trial)
-        history[epoch] = {**base, **metrics}
-        self.table("epochs").write_part(self._part(trial), [history[e] for e in sorted(history)])
-        for name, rows in (result.get(TABLES_KEY) or {}).items():
+        self._facts.setdefault(trial.trial_id, {}).update(got.facts)
+        if not got.final:
+            assert got.epoch is not None
+            history[got.epoch] = {**self._base(trial), **got.metrics}
+            self.table("epochs").write_part(
+                self._part(trial), [history[e] for e in sorted(history)]
+            )
+        else:
+            self._facts[trial.trial_id].update(got.metrics)
+        self._write_tables(trial, got.tables)
+        self._write_trial(trial, "RUNNING", None)
+
+    def log_trial_end(self, trial: Any, failed: bool = False) -> None:
+        if failed:
+            self._write_trial(trial, "ERROR", error_text(trial))
+        else:
+            self._write_trial(trial, "TERMINATED", None)
+
+    def _write_tables(self, trial: Any, tables: dict[str, list[dict[str, Any]]]) -> None:
+        base = self._base(trial)
+        for name, rows in tables.items():
             key = (name, trial.trial_id)
             stored = self._rows.get(key)
             if stored is None:
@@ -147,19 +146,12 @@ class ParquetSink(Callback):
             stored += [{**base, **r} for r in rows]
             self._rows[key] = stored
             self.table(name).write_part(self._part(trial), stored)
-        self._write_trial(trial, "RUNNING", None)
-
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._write_trial(trial, "TERMINATED", None)
-
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._write_trial(trial, "ERROR", error_text(trial))
 
     def _write_trial(self, trial: Any, status: str, error: str | None) -> None:
         history = self._history(trial)
-        row = summarize_trial(
-            self._base(trial), [history[e] for e in sorted(history)], status, error
-        )
+        base = {**self._base(trial), **start_columns(trial.config)}
+        facts = {k: v for k, v in self._facts.get(trial.trial_id, {}).items() if k not in _ROW_KEYS}
+        row = summarize_trial(base, [history[e] for e in sorted(history)], status, error, facts)
         row["started_at"] = self._started.get(trial.trial_id)
         row["ended_at"] = _now() if status in ("TERMINATED", "ERROR") else None
         self.table("trials").write_part(self._part(trial), [row])

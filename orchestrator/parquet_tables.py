@@ -18,8 +18,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel
 
-from profilers import metric_type
+from profilers.metric_registry import metric_type
+from trainables.registry import OPTIONAL_SECTIONS, TRAINABLE_SECTIONS, load_metric_declarations
 from trainables.trial_config import TrialConfig
+
+# Column types come from the metric registry: fill it with every producer's declarations.
+load_metric_declarations()
 
 SCHEMA_VERSION = 1
 
@@ -59,10 +63,17 @@ def _submodel(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+# Set per trial by the stage runner, recorded as `start/*` columns of `trials`: where a trial
+# starts from is not a parameter the user searched.
+NOT_PARAMS = frozenset({"start"})
+
+
 def param_columns(model: type[BaseModel] = TrialConfig, prefix: str = "") -> dict[str, pa.DataType]:
     """Dotted-key columns for a trial's config, typed from the pydantic schema."""
     columns: dict[str, pa.DataType] = {}
     for name, field in model.model_fields.items():
+        if not prefix and name in NOT_PARAMS:
+            continue
         sub = _submodel(field.annotation)
         if sub is not None:
             columns.update(param_columns(sub, f"{prefix}{name}."))
@@ -75,8 +86,13 @@ PARAM_COLUMNS = param_columns()
 
 
 def flatten_params(config: dict[str, Any]) -> dict[str, Any]:
-    """A trial's config (validated, so types are coerced) as dotted-key columns."""
+    """A trial's config (validated, so types are coerced) as dotted-key columns; the optional
+    sections its trainable does not read (`prune.*` of a `train` trial) are null."""
     dumped = TrialConfig.model_validate(config).model_dump(mode="json")
+    used = TRAINABLE_SECTIONS.get(dumped["trainable"], OPTIONAL_SECTIONS)
+    for section in OPTIONAL_SECTIONS:
+        if section not in used:
+            dumped[section] = None
     out: dict[str, Any] = {}
     for key, typ in PARAM_COLUMNS.items():
         node: Any = dumped

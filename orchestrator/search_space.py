@@ -9,7 +9,8 @@ from typing import Any
 
 from ray import tune
 
-from orchestrator.sweep_schema import SweepConfig, set_path
+from orchestrator.dotted_keys import set_path
+from orchestrator.sweep_schema import SweepConfig
 
 
 def tune_space(spec_kind: str, value: Any) -> Any:

@@ -17,27 +17,14 @@ from typing import Any
 
 from ray.tune.logger import JsonLoggerCallback
 
+from orchestrator.dotted_keys import set_path
 from orchestrator.mlflow_sink import MlflowSink, default_tracking_uri
 from orchestrator.parquet_sink import ParquetSink
 from orchestrator.search_space import param_space
-from orchestrator.sweep_schema import SweepConfig, SweepError, set_path
+from orchestrator.sweep_schema import SweepConfig, SweepError
+from orchestrator.trial_runner import run_trial
 
 TUNE_DIR = "_tune"
-
-
-def run_trial(config: dict[str, Any]) -> None:
-    """The function trainable Ray runs in each worker."""
-    import ray
-    import torch
-
-    from trainables import TRAINABLES
-    from trainables.reporting import TuneReporter
-
-    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
-    if cpus:
-        # One thread per granted core: trials sharing a node must not oversubscribe it.
-        torch.set_num_threads(max(1, int(cpus)))
-    TRAINABLES[config["trainable"]](config, TuneReporter())
 
 
 @dataclass
@@ -79,6 +66,11 @@ def init_ray(address: str | None) -> None:
         logging_level="WARNING",
         runtime_env={"env_vars": {"PYTHONPATH": pythonpath}} if address else None,
     )
+
+
+def stage_run_name(sweep: SweepConfig) -> str:
+    """The Ray Tune experiment name prefix of a (stage) sweep: `<sweep>-<stage>`, or `<sweep>`."""
+    return sweep.name if sweep.stage is None else f"{sweep.name}-{sweep.stage}"
 
 
 def experiment_dirs(output: Path, name: str) -> list[Path]:
@@ -135,11 +127,9 @@ def run_sweep(
     """Run one sweep (or one stage of a staged sweep) on Ray Tune.
 
     `space_overrides` (dotted key -> value or Tune domain) are set into the param space after the
-    search: stages use it to hand each trial its starting checkpoint.
+    search: stages use it to hand each trial its `start` (see `orchestrator/stages.py`).
     """
     from ray import tune
-
-    from orchestrator.stages import stage_run_name
 
     output = output.resolve()
     tracking_uri = tracking_uri or sweep.mlflow.tracking_uri or default_tracking_uri()

@@ -1,23 +1,32 @@
 """The sweep file: parse (yaml.safe_load), validate (pydantic), and report errors by key path.
 
-A sweep file is a `TrialConfig` (every key a trial sees) plus the sweep-level keys below. Every
-key has a default; unknown keys, wrong types and unknown names are errors raised as `SweepError`
-before Ray starts, so the CLI can exit 2 having written nothing.
+A sweep file is a `TrialConfig` (every key a trial sees) plus the sweep-level keys below, and an
+optional `stages:` list of `StageSpec`. Every key has a default; unknown keys, wrong types and
+unknown names are errors raised as `SweepError` before Ray starts, so the CLI can exit 2 having
+written nothing. What the stages make together (merged sweeps, links between them) is checked
+when `orchestrator/stages.py` builds the plan.
 """
 
 from __future__ import annotations
 
 import copy
-import math
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
-from trainables.trial_config import Strict, TrialConfig
+from orchestrator.dotted_keys import has_path, set_path
+from trainables.trial_config import StartConfig, Strict, TrialConfig
 
 SEARCH_KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
+STAGE_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+# Sweep keys a stage cannot set: stages do not nest, and the runner sets `stage` and `start`.
+NOT_STAGE_KEYS = ("stages", "stage", "start")
+# The custom pydantic error type of a stage key that is not a sweep key (see `StageSpec`).
+UNKNOWN_STAGE_KEY = "unknown_stage_key"
 
 
 class SweepError(ValueError):
@@ -80,6 +89,65 @@ class MlflowConfig(Strict):
     )
 
 
+class StageSource(Strict):
+    """`from:` of a stage: which earlier stage, ranked by what, matched on which keys."""
+
+    stage: str = Field(description="name of an earlier stage")
+    metric: str = Field("val/acc", description="metric that ranks the earlier stage's checkpoints")
+    mode: Literal["max", "min"] = "max"
+    match: list[str] | None = Field(
+        None, description="keys whose values must agree (default: grid keys both stages search)"
+    )
+
+
+class StageSpec(Strict):
+    """One entry of `stages:`: its name, where it starts from, and any sweep keys it sets itself.
+
+    The sweep keys (`trainable`, `optim`, `search`, ...) are kept as written: `stages.py` merges
+    them over the sweep's own (mappings key by key, `search: {key: null}` drops a searched key)
+    and validates the result as a sweep.
+    """
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    name: str = Field(description="letters, digits, _ or -; the rows' `stage` column")
+    from_: StageSource | None = Field(
+        None,
+        alias="from",
+        description="start each trial from an earlier stage's best checkpoint: a stage name or "
+        "{stage, metric, mode, match}",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name_chars(cls, name: str) -> str:
+        if not STAGE_NAME.match(name):
+            raise ValueError("give each stage a name of letters, digits, _ or -")
+        return name
+
+    @field_validator("from_", mode="before")
+    @classmethod
+    def _stage_name_alone(cls, value: Any) -> Any:
+        return {"stage": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _only_sweep_keys(self) -> StageSpec:
+        accepted = stage_keys()
+        for key in self.model_extra or {}:
+            if key not in accepted:
+                raise PydanticCustomError(
+                    UNKNOWN_STAGE_KEY,
+                    "unknown key",
+                    {"key": key, "accepted": ", ".join(["name", "from", *accepted])},
+                )
+        return self
+
+    @property
+    def overrides(self) -> dict[str, Any]:
+        """The sweep keys this stage sets, as written (a copy)."""
+        return copy.deepcopy(dict(self.model_extra or {}))
+
+
 class SweepConfig(TrialConfig):
     search: dict[str, SearchSpec] = Field(default_factory=dict)
     num_samples: int = Field(1, ge=1, description="repeats of the grid (random spaces: draws)")
@@ -88,9 +156,19 @@ class SweepConfig(TrialConfig):
     max_concurrent_trials: int | None = Field(None, ge=1)
     max_failures: int = Field(0, ge=0, description="retries of a failed trial")
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
-    stages: list[dict[str, Any]] | None = Field(
-        None, description="optional multi-stage sweep (see README: stages)"
+    stages: list[StageSpec] | None = Field(
+        None, description="optional: stages run in order, each a sweep of its own (docs: stages)"
     )
+
+    @field_validator("start")
+    @classmethod
+    def _start_is_set_per_trial(cls, start: StartConfig | None) -> StartConfig | None:
+        if start is not None:
+            raise ValueError(
+                "start is set per trial by a stage's `from:`; to start from a file, set "
+                "model.pretrained or finetune.checkpoint"
+            )
+        return start
 
     def trial_dict(self) -> dict[str, Any]:
         """The part of the sweep a trial sees, as plain JSON-able data."""
@@ -98,13 +176,22 @@ class SweepConfig(TrialConfig):
         return self.model_dump(mode="json", include=keys)
 
 
+def stage_keys() -> list[str]:
+    """The sweep keys a stage may set over the sweep's."""
+    return [k for k in SweepConfig.model_fields if k not in (*NOT_STAGE_KEYS, "name")]
+
+
 def format_validation_error(err: ValidationError, prefix: str = "") -> str:
     lines = []
     for e in err.errors():
-        path = prefix + ".".join(str(p) for p in e["loc"] if p not in ("function-after",))
+        loc = tuple(p for p in e["loc"] if p != "function-after")
+        path = prefix + _key_path(loc)
+        if e["type"] == UNKNOWN_STAGE_KEY:
+            ctx = e.get("ctx") or {}
+            lines.append(f"{path}.{ctx['key']}: unknown key (accepted here: {ctx['accepted']})")
+            continue
         if e["type"] == "extra_forbidden":
-            parent = e["loc"][:-1]
-            accepted = _accepted_keys(parent)
+            accepted = _accepted_keys(loc[:-1])
             lines.append(
                 f"{path}: unknown key"
                 + (f" (accepted here: {', '.join(accepted)})" if accepted else "")
@@ -117,21 +204,30 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> str:
     return "\n".join(lines)
 
 
+def _key_path(loc: tuple[Any, ...]) -> str:
+    """`("stages", 1, "optim", "lr")` -> `stages[1].optim.lr`."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
 def _accepted_keys(loc: tuple[Any, ...]) -> list[str]:
     model: Any = SweepConfig
     for part in loc:
-        field = getattr(model, "model_fields", {}).get(part)
+        if isinstance(part, int):
+            continue  # an item of a list: same model
+        fields = getattr(model, "model_fields", {})
+        field = fields.get(part) or next((f for f in fields.values() if f.alias == part), None)
         if field is None:
             return []
         model = _model_of(field.annotation)
         if model is None:
             return []
-    return list(model.model_fields)
+    return [f.alias or name for name, f in model.model_fields.items()]
 
 
 def _model_of(annotation: Any) -> Any:
-    from typing import get_args
-
     if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
         return annotation
     for arg in get_args(annotation):
@@ -177,10 +273,6 @@ def validate_sweep_dict(data: dict[str, Any], *, source: str = "<sweep>") -> Swe
     except ValidationError as err:
         raise SweepError(f"{source}: invalid sweep file\n{format_validation_error(err)}") from err
     _check_search(sweep, source)
-    if sweep.stages:
-        from orchestrator.stages import build_stages
-
-        build_stages(sweep, source=source)
     # Relative paths are relative to where the user runs the command; Ray trials run elsewhere.
     return sweep.resolve_paths(Path.cwd())
 
@@ -191,7 +283,12 @@ def _check_search(sweep: SweepConfig, source: str) -> None:
     problems = []
     for key, spec in sweep.search.items():
         where = f"search.{key}"
-        if not _has_path(base, key):
+        if key.split(".")[0] == "start":
+            problems.append(
+                f"{where}: start is set per trial by a stage's `from:`, it cannot be searched"
+            )
+            continue
+        if not has_path(base, key):
             problems.append(
                 f"{where}: {key!r} is not a trial key (e.g. optim.lr, lora.rank, model.name)"
             )
@@ -207,60 +304,3 @@ def _check_search(sweep: SweepConfig, source: str) -> None:
                 problems.append(f"{label}: {format_validation_error(err)}")
     if problems:
         raise SweepError(f"{source}: invalid search space\n" + "\n".join(problems))
-
-
-def _has_path(data: dict[str, Any], dotted: str) -> bool:
-    node: Any = data
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-    return True
-
-
-def set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
-    node = data
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-    node[parts[-1]] = value
-
-
-def get_path(data: dict[str, Any], dotted: str) -> Any:
-    node: Any = data
-    for part in dotted.split("."):
-        if not isinstance(node, dict):
-            return None
-        node = node.get(part)
-    return node
-
-
-SMOKE_BATCH_SIZE = 4
-
-
-def apply_smoke(sweep: SweepConfig) -> SweepConfig:
-    """--smoke: one epoch of a few small batches on a small subset; the model and search stay.
-
-    Batches of at most 4 and latency at one point (the smallest batch, the first input size): a
-    ViT-B at 224 must get through in minutes on 2 CPU cores.
-    """
-    out = sweep.model_copy(deep=True)
-    out.smoke = True
-    out.optim.epochs = 1
-    out.optim.batch_size = min(out.optim.batch_size, SMOKE_BATCH_SIZE)
-    out.optim.max_train_batches = min(out.optim.max_train_batches or 3, 3)
-    out.optim.max_val_batches = min(out.optim.max_val_batches or 2, 2)
-    out.dataset.subset = min(out.dataset.subset or 128, 128)
-    if out.profilers.latency is not None:
-        out.profilers.latency.warmup = min(out.profilers.latency.warmup, 1)
-        out.profilers.latency.repeats = min(out.profilers.latency.repeats, 3)
-        out.profilers.latency.batch_sizes = [min(out.profilers.latency.batch_sizes)]
-        if out.profilers.latency.input_sizes:
-            out.profilers.latency.input_sizes = out.profilers.latency.input_sizes[:1]
-    if out.profilers.flops is not None and out.profilers.flops.input_sizes:
-        out.profilers.flops.input_sizes = out.profilers.flops.input_sizes[:1]
-    return out
-
-
-def grid_size(sweep: SweepConfig) -> int:
-    return math.prod(len(s.grid) for s in sweep.search.values() if s.grid is not None)

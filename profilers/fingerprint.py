@@ -36,6 +36,35 @@ from typing import Any
 import torch
 from torch import nn
 
+from profilers.metric_registry import INT, B, S, declare
+
+declare(
+    __name__,
+    {
+        "env/device": (S, "", "device type and index, e.g. cuda:0 or cpu"),
+        "env/device_name": (S, "", "GPU name or CPU model"),
+        "env/device_count": (INT, "count", "devices of that type visible"),
+        "env/driver_version": (S, "", "NVIDIA driver version (null off CUDA)"),
+        "env/torch_version": (S, "", "torch version"),
+        "env/cuda_version": (S, "", "CUDA version torch was built with"),
+        "env/cudnn_version": (S, "", "cuDNN version"),
+        "env/timm_version": (S, "", "timm version"),
+        "env/python_version": (S, "", "Python version"),
+        "env/hostname": (S, "", "host the trial ran on"),
+        "env/tf32_matmul": (B, "", "TF32 allowed in matmul"),
+        "env/tf32_cudnn": (B, "", "TF32 allowed in cuDNN"),
+        "env/cudnn_benchmark": (B, "", "cudnn.benchmark on"),
+        "env/matmul_precision": (S, "", "torch.get_float32_matmul_precision()"),
+        "env/precision": (S, "", "precision the trial ran in"),
+        "env/channels_last": (B, "", "model and inputs in channels_last"),
+        "env/compile": (B, "", "model compiled with torch.compile"),
+        "env/fused_attn": (S, "", "attention modules using fused SDPA, n/m"),
+        "env/num_threads": (INT, "count", "torch intra-op threads"),
+        "env/cpu_count": (INT, "count", "CPUs this process may use"),
+    },
+)
+
+
 # Dense (no sparsity) peak TFLOP/s from the vendors' data sheets, by precision. fp32 means
 # TF32 tensor cores where the device has them and TF32 is on; fp32_simt without TF32.
 PEAK_TFLOPS: dict[str, dict[str, float]] = {

@@ -40,7 +40,56 @@ from typing import Any
 import torch
 from torch import nn
 
-from profilers.input_size import dynamic_input_size
+from profilers.metric_registry import INT, F, S, declare, declare_table
+
+declare(
+    __name__,
+    {
+        "flops/fwd_gmacs": (F, "GMAC/sample", "forward multiply-accumulates at batch 1 (fvcore)"),
+        "flops/fwd_gflops": (
+            F,
+            "GFLOP/sample",
+            "forward FLOPs at batch 1 (torch FlopCounterMode, 2 per MAC)",
+        ),
+        "flops/train_step_gflops": (
+            F,
+            "GFLOP/sample",
+            "forward + backward FLOPs of one training sample",
+        ),
+        "flops/crosscheck_ratio": (
+            F,
+            "ratio",
+            "fwd_gflops / (2 x fwd_gmacs): ~1 when both counters agree",
+        ),
+        "flops/input_size": (INT, "px", "input side the figures were counted at"),
+        "flops/input_shape": (S, "", "input shape counted, e.g. 1x3x224x224"),
+        "flops/counter": (S, "", "the counters behind the figures"),
+        "flops/unsupported_ops": (S, "", "ops fvcore skipped, with call counts"),
+        "flops/error": (S, "", "why a counter failed (its figure is null)"),
+    },
+)
+declare_table(
+    "flops",
+    __name__,
+    {
+        "tag": (
+            S,
+            "",
+            "'' for the model the trial reports on; dense, merged, ... for earlier states",
+        ),
+        "input_size": (INT, "px", "input side"),
+        "input_shape": (S, "", "input shape counted"),
+        "counter": (S, "", "the counters behind the figures"),
+        "fwd_gmacs": (F, "GMAC/sample", "forward MACs (fvcore)"),
+        "fwd_gflops": (F, "GFLOP/sample", "forward FLOPs (FlopCounterMode)"),
+        "train_step_gflops": (F, "GFLOP/sample", "forward + backward FLOPs"),
+        "crosscheck_ratio": (F, "ratio", "fwd_gflops / (2 x fwd_gmacs)"),
+        "unsupported_ops": (S, "", "ops fvcore skipped"),
+        "status": (S, "", "ok or error"),
+        "error": (S, "", "why a count failed"),
+    },
+)
+
 
 COUNTER = "fvcore FlopCountAnalysis (MACs, +SDPA handler); torch FlopCounterMode (FLOPs, +CPU SDPA)"
 
@@ -174,19 +223,18 @@ def count_flops(
     inner.eval()
     errors: list[str] = []
     try:
-        with dynamic_input_size(inner):
-            try:
-                macs, skipped = fvcore_macs(inner, x)
-                row["fwd_gmacs"] = macs / 1e9
-                row["unsupported_ops"] = _format_ops(skipped)
-            except Exception as exc:  # a failed count is a null figure with its reason
-                errors.append(f"fvcore: {type(exc).__name__}: {exc}")
-            try:
-                row["fwd_gflops"] = torch_flops(inner, x, backward=False) / 1e9
-                if train_step:
-                    row["train_step_gflops"] = torch_flops(inner, x, backward=True) / 1e9
-            except Exception as exc:
-                errors.append(f"FlopCounterMode: {type(exc).__name__}: {exc}")
+        try:
+            macs, skipped = fvcore_macs(inner, x)
+            row["fwd_gmacs"] = macs / 1e9
+            row["unsupported_ops"] = _format_ops(skipped)
+        except Exception as exc:  # a failed count is a null figure with its reason
+            errors.append(f"fvcore: {type(exc).__name__}: {exc}")
+        try:
+            row["fwd_gflops"] = torch_flops(inner, x, backward=False) / 1e9
+            if train_step:
+                row["train_step_gflops"] = torch_flops(inner, x, backward=True) / 1e9
+        except Exception as exc:
+            errors.append(f"FlopCounterMode: {type(exc).__name__}: {exc}")
     finally:
         inner.train(was_training)
     if row["fwd_gmacs"] and row["fwd_gflops"] is not None:

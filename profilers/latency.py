@@ -48,8 +48,58 @@ import torch
 from torch import nn
 
 from profilers.device_lock import lock_for
-from profilers.input_size import dynamic_input_size
+from profilers.metric_registry import INT, B, F, S, declare, declare_table
 from profilers.step_timer import percentile, synchronize
+
+declare(
+    __name__,
+    {
+        "latency/b1_ms_p50": (F, "ms", "median forward latency at batch 1 (per-instance latency)"),
+        "latency/b1_ms_p99": (F, "ms", "99th percentile forward latency at batch 1"),
+        "latency/max_samples_per_s": (
+            F,
+            "samples/s",
+            "best inference throughput over the batch sizes",
+        ),
+        "latency/exclusive": (
+            B,
+            "",
+            "every latency point ran inside the device's exclusive window",
+        ),
+    },
+)
+declare_table(
+    "latency",
+    __name__,
+    {
+        "tag": (
+            S,
+            "",
+            "'' for the model the trial reports on; dense, merged, ... for earlier states",
+        ),
+        "input_size": (INT, "px", "input side"),
+        "batch_size": (INT, "samples", "batch size"),
+        "precision": (S, "", "fp32, fp16 or bf16"),
+        "status": (S, "", "ok, oom (out of memory at this batch: a data point) or error"),
+        "latency_ms_p50": (F, "ms", "median latency of one forward of the batch"),
+        "latency_ms_p90": (F, "ms", "90th percentile"),
+        "latency_ms_p99": (F, "ms", "99th percentile"),
+        "latency_ms_mean": (F, "ms", "mean"),
+        "latency_ms_stdev": (F, "ms", "sample standard deviation"),
+        "latency_ms_min": (F, "ms", "fastest forward"),
+        "per_sample_ms_p50": (F, "ms", "p50 / batch size"),
+        "throughput_samples_per_s": (F, "samples/s", "batch x repeats / timed seconds"),
+        "warmup": (INT, "count", "untimed forwards run first"),
+        "repeats": (INT, "count", "timed forwards run"),
+        "timer": (S, "", "cuda_events or perf_counter"),
+        "exclusive": (B, "", "the point ran inside the device's exclusive window"),
+        "lock_wait_s": (F, "s", "time waited for the exclusive window"),
+        "device": (S, "", "device the point ran on"),
+        "channels_last": (B, "", "inputs and weights in channels_last"),
+        "error": (S, "", "what failed"),
+    },
+)
+
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -160,25 +210,24 @@ def measure_latency(
     model.eval()
     rows: list[dict[str, Any]] = []
     try:
-        with dynamic_input_size(model):
-            for precision in precisions:
-                for size in input_sizes:
-                    for batch in batch_sizes:
-                        rows.append(
-                            _point(
-                                model,
-                                device,
-                                size,
-                                batch,
-                                precision,
-                                warmup=warmup,
-                                repeats=repeats,
-                                max_point_s=max_point_s,
-                                lock=lock,
-                                channels_last=channels_last,
-                                in_chans=in_chans,
-                            )
+        for precision in precisions:
+            for size in input_sizes:
+                for batch in batch_sizes:
+                    rows.append(
+                        _point(
+                            model,
+                            device,
+                            size,
+                            batch,
+                            precision,
+                            warmup=warmup,
+                            repeats=repeats,
+                            max_point_s=max_point_s,
+                            lock=lock,
+                            channels_last=channels_last,
+                            in_chans=in_chans,
                         )
+                    )
     finally:
         model.train(was_training)
     return rows

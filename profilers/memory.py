@@ -35,6 +35,51 @@ from typing import Any
 
 import torch
 
+from profilers.metric_registry import F, S, declare
+
+_REGIONS = {"": "the training epoch", "eval_": "evaluation", "infer_": "batch-1 inference"}
+declare(
+    __name__,
+    {
+        **{
+            f"mem/{prefix}cpu_peak_rss_mb": (
+                F,
+                "MiB",
+                f"peak resident set size of the trial process during {what}",
+            )
+            for prefix, what in _REGIONS.items()
+        },
+        **{
+            f"mem/{prefix}gpu_peak_allocated_mb": (
+                F,
+                "MiB",
+                f"torch.cuda.max_memory_allocated during {what} (null on CPU)",
+            )
+            for prefix, what in _REGIONS.items()
+        },
+        **{
+            f"mem/{prefix}gpu_peak_reserved_mb": (
+                F,
+                "MiB",
+                f"torch.cuda.max_memory_reserved during {what} (null on CPU)",
+            )
+            for prefix, what in _REGIONS.items()
+        },
+        "mem/cpu_process_peak_rss_mb": (
+            F,
+            "MiB",
+            "largest RSS seen in any region of the trial so far",
+        ),
+        "mem/cpu_rss_scope": (
+            S,
+            "",
+            "region (peak reset per region) or process (reset impossible)",
+        ),
+        "mem/null_reason": (S, "", "why the GPU figures are null"),
+    },
+)
+
+
 MIB = float(2**20)
 REGIONS = {"train": "", "eval": "eval_", "infer": "infer_"}
 _PROC = Path("/proc/self")

@@ -3,7 +3,8 @@
 A module that produces flat metrics calls `declare(__name__, {...})` at import time, beside the
 code that computes them; a module that produces table rows calls `declare_table`. The Parquet sink
 types its columns from here (a key that is null on a CPU and text on a GPU must not split a
-table), the report takes units from here, and `make docs` writes `docs/metrics.md` from here.
+table), the report takes units from here, and `make docs` writes the metric tables of
+`docs/profilers-and-metrics.md` from here.
 
 Lookups accept the two derived forms a trial produces: tagged copies (`<tag>/<key>`, from a
 profile re-run after pruning or a LoRA merge: `merged/flops/fwd_gmacs`) and keyed families

@@ -21,6 +21,22 @@ from collections import defaultdict
 
 from torch import nn
 
+from profilers.metric_registry import INT, F, declare
+
+declare(
+    __name__,
+    {
+        "params/total": (INT, "count", "elements of all parameters, shared (tied) tensors once"),
+        "params/trainable": (INT, "count", "elements of the parameters with requires_grad"),
+        "params/trainable_pct": (F, "%", "100 x trainable / total (null without parameters)"),
+        "model/size_mb": (F, "MiB", "bytes of parameters + buffers (dense storage)"),
+        "model/params_mb": (F, "MiB", "bytes of the parameters"),
+        "model/buffers_mb": (F, "MiB", "bytes of the buffers (BatchNorm statistics, masks, ...)"),
+        "model/size_mb_*": (F, "MiB", "bytes by dtype, e.g. model/size_mb_float32"),
+    },
+)
+
+
 MIB = float(2**20)
 
 

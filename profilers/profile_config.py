@@ -17,12 +17,14 @@ class Strict(BaseModel):
 
 class LatencyProfilerConfig(Strict):
     input_sizes: list[int] | None = Field(None, description="None = the model's img_size")
-    batch_sizes: list[int] = Field(default_factory=lambda: [1, 32])
+    batch_sizes: list[int] = Field(
+        default_factory=lambda: [1, 32], description="batch sizes timed (1 = per-instance latency)"
+    )
     precisions: list[Literal["fp32", "fp16", "bf16"]] | None = Field(
         None, description="None = the trial's precision"
     )
-    warmup: int = Field(5, ge=0)
-    repeats: int = Field(30, ge=3)
+    warmup: int = Field(5, ge=0, description="untimed forwards before each point")
+    repeats: int = Field(30, ge=3, description="timed forwards per point (at most)")
     max_point_s: float | None = Field(
         10.0,
         gt=0,

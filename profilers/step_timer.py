@@ -41,6 +41,32 @@ import time
 import torch
 
 from profilers.device_lock import DeviceLock
+from profilers.metric_registry import F, S, declare
+
+declare(
+    __name__,
+    {
+        "time/epoch_s": (
+            F,
+            "s",
+            "wall time of the training epoch, device synchronized at both ends",
+        ),
+        "time/samples_per_s": (F, "samples/s", "training samples / (epoch_s - lock_wait_s)"),
+        "time/step_ms_p50": (F, "ms", "median step time: batch in hand -> optimizer step done"),
+        "time/step_ms_p90": (F, "ms", "90th percentile step time"),
+        "time/data_s": (F, "s", "time waiting for the loader"),
+        "time/compute_s": (F, "s", "epoch_s - data_s - lock_wait_s"),
+        "time/lock_wait_s": (
+            F,
+            "s",
+            "time paused while another trial measured latency on the device",
+        ),
+        "time/achieved_tflops": (F, "TFLOP/s", "flops/train_step_gflops x samples_per_s"),
+        "time/mfu": (F, "ratio", "achieved / peak TFLOP/s at the trial's precision"),
+        "time/mfu_reason": (S, "", "why time/mfu is null"),
+    },
+)
+
 
 KEYS = (
     "time/epoch_s",

@@ -1,16 +1,21 @@
-"""The shared fit loop, run without Ray: it learns, reports every epoch, checkpoints and resumes."""
+"""The shared fit loop, run without Ray: it learns, reports every epoch (per-trial facts only with
+the first report), follows timm's schedule, checkpoints and resumes."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
 from torch import nn
 
+from tests.trial_helpers import prepared
 from trainables.epoch_loop import NonFiniteLossError
+from trainables.fit import fit
 from trainables.models import create_model
+from trainables.reporting import ListReporter
 from trainables.trial_config import TrialConfig
-from trainables.trial_session import ListReporter, fit, prepare
+from trainables.trial_setup import TrialSetup
 
 EPOCH_KEYS = {
     "epoch",
@@ -38,19 +43,30 @@ def small_cfg(**optim: object) -> TrialConfig:
 
 def test_fit_learns_digits_and_reports_each_epoch() -> None:
     cfg = small_cfg(epochs=3)
-    ctx = prepare(cfg)
+    ctx, model = prepared(cfg)
     reporter = ListReporter()
-    fit(ctx, create_model(cfg.model, ctx.data.num_classes), reporter, static_metrics={"x/y": 1.0})
+    sent: list[dict | None] = []
+    real_report = reporter.report
+
+    def spy(metrics, *, facts=None, tables=None, checkpoint_dir=None):
+        sent.append(facts)
+        real_report(metrics, facts=facts, tables=tables, checkpoint_dir=checkpoint_dir)
+
+    reporter.report = spy  # type: ignore[method-assign]
+    fit(ctx, model, reporter, facts={"x/y": 1.0})
     assert [r["epoch"] for r in reporter.reports] == [1, 2, 3]
     assert set(reporter.reports[0]) >= EPOCH_KEYS
-    assert reporter.reports[0]["x/y"] == 1.0
+    # Facts go once, with the first report; epoch reports carry epoch metrics only.
+    assert sent == [{"x/y": 1.0}, None, None]
+    assert all("x/y" not in r for r in reporter.reports)
+    assert reporter.trial_row()["x/y"] == 1.0
     assert reporter.reports[-1]["val/acc"] > 0.5  # chance is 0.1
     assert reporter.reports[-1]["train/loss"] < reporter.reports[0]["train/loss"]
 
 
 def test_checkpoint_resumes_after_last_epoch(tmp_path: Path) -> None:
     cfg = small_cfg(epochs=2, max_train_batches=2, max_val_batches=1)
-    ctx = prepare(cfg)
+    ctx, _ = prepared(cfg)
     first = ListReporter(keep_dir=tmp_path)
     fit(ctx, create_model(cfg.model, 10), first, epochs=1)
     assert len(first.checkpoints) == 1
@@ -61,7 +77,7 @@ def test_checkpoint_resumes_after_last_epoch(tmp_path: Path) -> None:
 
 def test_nan_loss_fails_the_trial() -> None:
     cfg = small_cfg(epochs=1, max_train_batches=2, max_val_batches=1, scheduler="none")
-    ctx = prepare(cfg)
+    ctx, _ = prepared(cfg)
 
     class Exploding(nn.Module):
         def __init__(self) -> None:
@@ -80,4 +96,18 @@ def test_fp16_on_cpu_is_refused() -> None:
     cfg.precision = "fp16"
     cfg.device = "cpu"
     with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
-        prepare(cfg)
+        TrialSetup.begin(cfg)
+
+
+def test_cosine_schedule_warms_up_then_decays() -> None:
+    """timm's cosine schedule, stepped per update: up during warm-up, down to ~0 at the end."""
+    cfg = small_cfg(epochs=4, max_train_batches=4, max_val_batches=1, warmup_epochs=1.0)
+    ctx, model = prepared(cfg)
+    reporter = ListReporter()
+    fit(ctx, model, reporter)
+    lrs = [r["optim/lr"] for r in reporter.reports]
+    # After one epoch of warm-up the cosine (over all 16 updates, warm-up included) is at
+    # 0.5 * (1 + cos(pi * 4 / 16)) of the peak.
+    assert lrs[0] == pytest.approx(cfg.optim.lr * 0.5 * (1 + math.cos(math.pi / 4)), rel=1e-6)
+    assert lrs[0] > lrs[1] > lrs[2] > lrs[3]
+    assert lrs[3] < 0.2 * cfg.optim.lr

@@ -12,15 +12,17 @@ import timm
 import torch
 from safetensors.torch import load_file
 
-from orchestrator.stages import CheckpointLookup, StageCheckpoint
 from trainables import finetune, train
 from trainables.checkpoints import CHECKPOINT_FILE
-from trainables.trial_session import ListReporter
+from trainables.reporting import ListReporter
+from trainables.start_weights import UpstreamStageError
 
 pytestmark = pytest.mark.slow  # a digits training run shared by the tests (~30 s CPU)
 
 PROFILERS_OFF = {"latency": False, "flops": False, "memory": False}
-MODEL = {"name": "test_resnet", "img_size": 16}  # 0.37M params: a digits epoch in seconds
+# ImageNet statistics (timm data config), so BatchNorm settles within a few steps: a digits epoch
+# in seconds, and val/acc well above chance after 16 steps.
+MODEL = {"name": "resnet10t", "img_size": 16}
 
 
 def config(trainable: str, **over: Any) -> dict[str, Any]:
@@ -73,7 +75,7 @@ def test_finetune_from_digits_checkpoint_beats_the_same_trial_from_scratch(
                 ),
                 reporter,
             )
-        return reporter.reports[-1]
+        return reporter.trial_row()
 
     trained = one_epoch(best_checkpoint(digits_run))
     scratch = one_epoch(None)
@@ -88,27 +90,17 @@ def test_finetune_from_digits_checkpoint_beats_the_same_trial_from_scratch(
 def test_stage_two_starts_from_the_stage_one_best_weights(
     digits_run: ListReporter, tmp_path: Path
 ) -> None:
-    # The stage-1 trial's checkpoints as the stage runner collects them, scored by val/acc.
-    candidates = [
-        StageCheckpoint(
-            trial_id=f"epoch{i + 1}",
-            config=config("train"),
-            path=str(Path(path) / CHECKPOINT_FILE),
-            score=report["val/acc"],
-        )
-        for i, (path, report) in enumerate(
-            zip(digits_run.checkpoints, digits_run.reports, strict=True)
-        )
-    ]
-    start = CheckpointLookup("pretrain", ["model.name"], "max", candidates)(config("finetune"))
-    assert start == best_checkpoint(digits_run)
+    # What the stage runner hands a stage-2 trial: `start:` with the upstream best checkpoint.
+    start = best_checkpoint(digits_run)
+    others = [str(Path(c) / CHECKPOINT_FILE) for c in digits_run.checkpoints]
+    others = [o for o in others if o != start]
 
     # Stage 2 with a learning rate too small to move any weight: what it saves is what it loaded.
     reporter = ListReporter(keep_dir=tmp_path)
     finetune.run(
         config(
             "finetune",
-            model={**MODEL, "pretrained": start},
+            start={"stage": "pretrain", "trial_id": "t0001", "checkpoint": start},
             optim__lr=1e-12,
             optim__weight_decay=0.0,
             optim__max_train_batches=1,
@@ -122,14 +114,26 @@ def test_stage_two_starts_from_the_stage_one_best_weights(
     for key in weights:
         torch.testing.assert_close(saved[key], best[key], atol=1e-8, rtol=0)
     # ...and not what random init or the other stage-1 checkpoint holds.
-    others = [c.path for c in candidates if c.path != start]
+    assert others
     for other in others:
         o = load_file(other)
         assert any(not torch.equal(o[k], best[k]) for k in weights)
     torch.manual_seed(0)
     random_init = timm.create_model(MODEL["name"], num_classes=10).state_dict()
     assert any(not torch.equal(random_init[k], best[k]) for k in weights)
-    assert reporter.reports[0]["init/loaded_tensors"] == len(best)
+    row = reporter.trial_row()
+    assert row["init/loaded_tensors"] == len(best)
+    assert (row["start/stage"], row["start/trial_id"], row["start/checkpoint"]) == (
+        "pretrain",
+        "t0001",
+        start,
+    )
+
+
+def test_a_failed_upstream_trial_fails_this_one_with_its_reason() -> None:
+    cfg = config("finetune", start={"stage": "pretrain", "trial_id": "t9", "error": "NaN loss"})
+    with pytest.raises(UpstreamStageError, match=r"trial t9 of stage 'pretrain'.*NaN loss"):
+        finetune.run(cfg, ListReporter())
 
 
 def test_frozen_backbone_with_new_classes_trains_only_a_new_head(
@@ -150,7 +154,7 @@ def test_frozen_backbone_with_new_classes_trains_only_a_new_head(
         ),
         reporter,
     )
-    report = reporter.reports[-1]
+    report = reporter.trial_row()
     head_in = start["fc.weight"].shape[1]
     assert report["init/head_reset"] == 1
     assert report["params/trainable"] == head_in * 5 + 5

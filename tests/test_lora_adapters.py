@@ -18,7 +18,18 @@ from trainables.lora_adapters import (
 from trainables.trial_config import LoraConfig, OptimConfig
 
 EMBED = 192  # vit_tiny width
+DEPTH = 2  # tiny_vit's blocks
 CLASSES = 10
+
+
+def vit_lora_trainable_by_hand(rank: int, depth: int = DEPTH, embed: int = EMBED) -> int:
+    """Trainable parameters of LoRA on a timm ViT's qkv + attn.proj, from the architecture alone.
+
+    Per block, qkv is Linear(D -> 3D) and attn.proj Linear(D -> D); a rank-r adapter on a layer
+    (in -> out) adds A (r x in) and B (out x r). The head Linear(D -> classes) trains whole.
+    """
+    per_block = rank * (embed + 3 * embed) + rank * (embed + embed)
+    return depth * per_block + embed * CLASSES + CLASSES
 
 
 def tiny_vit(seed: int = 0) -> torch.nn.Module:
@@ -52,14 +63,15 @@ def test_vit_trainable_count_is_adapter_shapes_plus_head(rank: int) -> None:
     # (out, in) adds r * (in + out). patch_embed.proj is a conv and must not be adapted.
     per_block = rank * (EMBED + 3 * EMBED) + rank * (EMBED + EMBED)
     head = EMBED * CLASSES + CLASSES
-    by_hand = 2 * per_block + head
+    by_hand = DEPTH * per_block + head
     model = tiny_vit()
     assert expected_trainable_params(model, lora(rank)) == by_hand
     total_before, _ = count_params(model)
     wrapped = apply_lora(model, lora(rank))
     total, trainable = count_params(wrapped)
     assert trainable == by_hand
-    assert total == total_before + 2 * per_block  # adapters add parameters, the base keeps its own
+    # Adapters add parameters; the base keeps its own.
+    assert total == total_before + DEPTH * per_block
 
 
 def test_swin_mlp_targets_count_and_head_stays_trainable() -> None:
@@ -76,6 +88,8 @@ def test_swin_mlp_targets_count_and_head_stays_trainable() -> None:
 def test_higher_rank_never_has_fewer_trainable_params() -> None:
     counts = [count_params(apply_lora(tiny_vit(), lora(r)))[1] for r in (1, 2, 4, 8, 16, 32)]
     assert counts == sorted(counts) and len(set(counts)) == len(counts)
+    assert counts[4] > counts[3]  # rank 16 trains more than rank 8
+    assert counts == [vit_lora_trainable_by_hand(r) for r in (1, 2, 4, 8, 16, 32)]
     # Linear in the rank: doubling the rank doubles the adapter share.
     assert counts[2] - counts[1] == 2 * (counts[1] - counts[0])
 
@@ -145,7 +159,8 @@ def test_lora_metrics_report_the_optimizer_memory_saved() -> None:
     base_params = count_params(model)[0]
     wrapped = apply_lora(model, lora(4))
     m = lora_metrics(wrapped, base_params, OptimConfig(name="adamw"))
-    assert m["params/trainable"] == expected_trainable_params(tiny_vit(), lora(4))
+    assert m["params/trainable"] == vit_lora_trainable_by_hand(4)
+    assert m["lora/adapter_params"] == DEPTH * (4 * (EMBED + 3 * EMBED) + 4 * (EMBED + EMBED))
     assert 0 < m["params/trainable_pct"] < 100
     assert m["lora/adapted_modules"] == 4  # qkv + proj in 2 blocks
     assert m["lora/opt_state_full_mb"] == pytest.approx(8 * base_params / 2**20)

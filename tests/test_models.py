@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainables.models import ALIASES, UnknownModelError, check_model_name, create_model
+from trainables.model_names import ALIASES, UnknownModelError, check_model_name
+from trainables.models import create_model
 from trainables.trial_config import ModelConfig
 
 

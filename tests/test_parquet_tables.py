@@ -34,8 +34,22 @@ def test_reopened_table_keeps_schema_and_rewrites_atomically(tmp_path: Path) -> 
 
 def test_params_flatten_to_typed_dotted_columns() -> None:
     flat = flatten_params(
-        {"optim": {"lr": 1}, "lora": {"rank": 16}, "model": {"kwargs": {"depth": 2}}}
+        {
+            "trainable": "lora",
+            "optim": {"lr": 1},
+            "lora": {"rank": 16},
+            "model": {"kwargs": {"depth": 2}},
+        }
     )
     assert flat["optim.lr"] == 1.0 and isinstance(flat["optim.lr"], float)
     assert flat["lora.rank"] == 16 and flat["model.kwargs"] == '{"depth": 2}'
     assert set(flat) == set(PARAM_COLUMNS)
+
+
+def test_sections_a_trainable_does_not_read_are_null() -> None:
+    """A `train` trial has no prune ratio or LoRA rank, whatever defaults its config carries."""
+    train = flatten_params({"trainable": "train"})
+    assert train["prune.ratio"] is None and train["lora.rank"] is None
+    assert train["finetune.checkpoint"] is None and train["optim.lr"] is not None
+    prune = flatten_params({"trainable": "prune_recover", "prune": {"ratio": 0.3}})
+    assert prune["prune.ratio"] == 0.3 and prune["lora.rank"] is None

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from profilers import metric_type
+from profilers.metric_registry import metric_type
+from trainables.reporting import ListReporter
 from trainables.train import run
-from trainables.trial_session import ListReporter
 
 
 @pytest.fixture(autouse=True)
@@ -40,13 +40,22 @@ def test_train_trial_reports_static_and_per_epoch_profiles() -> None:
         reporter,
     )
     assert len(reporter.reports) == 2
+    facts = reporter.facts
+    assert facts["params/total"] == facts["params/trainable"] > 0
+    assert facts["flops/fwd_gflops"] / facts["flops/fwd_gmacs"] == pytest.approx(2, abs=0.1)
+    assert facts["env/torch_version"] and facts["env/fused_attn"] == "1/1"
+    assert facts["data/train_samples"] == 64 and facts["data/mean"]
     for r in reporter.reports:
-        assert r["params/total"] == r["params/trainable"] > 0
-        assert r["flops/fwd_gflops"] / r["flops/fwd_gmacs"] == pytest.approx(2, abs=0.1)
+        # Per-trial facts are not repeated on the epoch reports (the memory profiler's scope and
+        # null reason describe each region it measures, static or per epoch).
+        repeated = [
+            k for k in r if k in facts and k not in ("mem/cpu_rss_scope", "mem/null_reason")
+        ]
+        assert not repeated, repeated
         assert r["time/step_ms_p50"] > 0 and 0 < r["time/mfu"] < 1
         assert r["mem/cpu_peak_rss_mb"] > 0 and r["mem/eval_cpu_peak_rss_mb"] > 0
         assert r["mem/gpu_peak_allocated_mb"] is None and r["mem/eval_gpu_peak_reserved_mb"] is None
-        assert r["env/torch_version"] and r["env/fused_attn"] == "1/1"
+    for r in [*reporter.reports, facts]:
         profiler_keys = [k for k in r if k.split("/")[0] in ("mem", "time", "flops", "env")]
         assert all(metric_type(k) for k in profiler_keys), [
             k for k in profiler_keys if not metric_type(k)

@@ -6,8 +6,9 @@ import pytest
 import timm
 import torch
 
-from profilers import METRIC_KEYS, TABLE_COLUMNS, metric_type
+from profilers.metric_registry import metric_type, registered, table_types
 from trainables.profiling import epoch_timer, profiled_region, static_profile
+from trainables.registry import load_metric_declarations
 from trainables.trial_config import TrialConfig
 
 CPU = torch.device("cpu")
@@ -19,12 +20,13 @@ def _lock_dir(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("LVMBENCH_LOCK_DIR", str(tmp_path / "locks"))
 
 
-def tiny_vit() -> torch.nn.Module:
+def tiny_vit(*, dynamic: bool = False) -> torch.nn.Module:
     return timm.create_model(
         "vit_tiny_patch16_224",
         pretrained=False,
         num_classes=10,
         img_size=32,
+        dynamic_img_size=dynamic,
         patch_size=8,
         embed_dim=32,
         depth=1,
@@ -39,8 +41,10 @@ def cfg(**profilers: object) -> TrialConfig:
 
 
 def test_every_key_and_column_is_registered_and_typed() -> None:
+    load_metric_declarations()
     c = cfg(latency={**FAST_LATENCY, "input_sizes": [32, 64]}, flops={"input_sizes": [32, 64]})
-    metrics, tables = static_profile(tiny_vit(), c, CPU)
+    # Other sizes than the built one: the model is built with timm's dynamic_img_size.
+    metrics, tables = static_profile(tiny_vit(dynamic=True), c, CPU)
     unregistered = [k for k in metrics if metric_type(k) is None]
     assert not unregistered, unregistered
     py = {"float64": (float, int), "int64": (int,), "string": (str,), "bool": (bool,)}
@@ -49,7 +53,7 @@ def test_every_key_and_column_is_registered_and_typed() -> None:
     assert len(tables["latency"]) == 4 and len(tables["flops"]) == 2
     for name, rows in tables.items():
         for row in rows:
-            assert set(row) == set(TABLE_COLUMNS[name]), set(row) ^ set(TABLE_COLUMNS[name])
+            assert set(row) == set(table_types(name)), set(row) ^ set(table_types(name))
     # the flat figures are the trial's own size, and the table has the others
     assert metrics["flops/input_size"] == 32
     assert metrics["flops/fwd_gmacs"] == tables["flops"][0]["fwd_gmacs"]
@@ -57,7 +61,7 @@ def test_every_key_and_column_is_registered_and_typed() -> None:
     assert metrics["flops/fwd_gflops"] / metrics["flops/fwd_gmacs"] == pytest.approx(2, abs=0.1)
     assert metrics["latency/b1_ms_p50"] == tables["latency"][0]["latency_ms_p50"]
     # on a CPU: memory fields null with a reason, never 0; the fingerprint is there
-    for k in METRIC_KEYS:
+    for k in registered():
         if k.startswith("mem/") and "gpu_peak" in k and k in metrics:
             assert metrics[k] is None
     assert metrics["mem/infer_gpu_peak_allocated_mb"] is None and metrics["mem/null_reason"]
@@ -65,6 +69,15 @@ def test_every_key_and_column_is_registered_and_typed() -> None:
     assert metrics["env/torch_version"] == torch.__version__
     assert metrics["env/precision"] == "fp32" and metrics["env/fused_attn"] == "1/1"
     assert metrics["latency/exclusive"] is True
+
+
+def test_a_size_the_model_was_not_built_for_is_an_error_row() -> None:
+    """Without dynamic_img_size a timm ViT refuses other sizes: a row with its reason, not 0."""
+    c = cfg(latency=False, flops={"input_sizes": [32, 64], "train_step": False})
+    _, tables = static_profile(tiny_vit(dynamic=False), c, CPU)
+    ok, bad = tables["flops"]
+    assert ok["status"] == "ok" and ok["fwd_gmacs"] > 0
+    assert bad["status"] == "error" and bad["fwd_gmacs"] is None and "64" in bad["error"]
 
 
 def test_switched_off_profilers_report_nothing() -> None:

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.trial_helpers import prepared
 from trainables import prune_recover
-from trainables.models import create_model
+from trainables.checkpoints import save_model
+from trainables.fit import fit
+from trainables.reporting import ListReporter
 from trainables.trial_config import TrialConfig
-from trainables.trial_session import ListReporter, fit, prepare, save_model
 
 TINY_VIT = {
     "name": "vit_tiny_patch16_224",
@@ -37,8 +39,7 @@ def trial(**overrides) -> dict:
 def dense_checkpoint(tmp_path_factory) -> Path:
     """A tiny ViT trained on digits for a few epochs: something worth pruning."""
     cfg = TrialConfig.model_validate(trial(trainable="train"))
-    ctx = prepare(cfg)
-    model = create_model(cfg.model, ctx.data.num_classes)
+    ctx, model = prepared(cfg)
     fit(ctx, model, ListReporter())
     return save_model(model, tmp_path_factory.mktemp("dense"))
 
@@ -53,7 +54,7 @@ def test_recovery_beats_the_just_pruned_accuracy_on_digits(dense_checkpoint):
         prune={"method": "unstructured", "ratio": 0.7, "recover_epochs": 2, "sensitivity": False},
     )
     prune_recover.run(config, reporter)
-    last = reporter.reports[-1]
+    last = reporter.trial_row()
     assert last["pruned/val/acc"] < last["dense/val/acc"]  # 70% of the weights gone does hurt
     assert last["recovered/val/acc"] > last["pruned/val/acc"]
     assert last["recovered/val/acc"] == last["val/acc"]  # masks baked in change nothing
@@ -66,8 +67,10 @@ def test_recovery_beats_the_just_pruned_accuracy_on_digits(dense_checkpoint):
     assert last["model/sparse_size_mb"] < last["model/size_mb"] < last["dense/model/sparse_size_mb"]
     phases = {r["phase"] for r in reporter.tables["weights"]}
     assert phases == {"before", "pruned", "recovered"}
-    # fit() reported epochs 1 and 2; the last epoch is reported again with the recovered figures.
-    assert [r["epoch"] for r in reporter.reports] == [1, 2, 2]
+    # fit() reported epochs 1 and 2; the recovered figures came once, in the trial-end report.
+    assert [r["epoch"] for r in reporter.reports] == [1, 2]
+    assert reporter.finals == 1 and "recovered/val/acc" in reporter.final
+    assert not [k for r in reporter.reports for k in r if k.startswith(("recovered/", "dense/"))]
 
 
 @pytest.mark.filterwarnings("ignore:prune_recover. no trained weights")
@@ -85,8 +88,8 @@ def test_structured_without_recovery_reports_the_pruned_model_once():
         },
     )
     prune_recover.run(config, reporter)
-    assert len(reporter.reports) == 1
-    only = reporter.reports[0]
+    assert len(reporter.reports) == 1 and reporter.finals == 0
+    only = reporter.trial_row()
     assert only["epoch"] == 0 and only["val/acc"] == only["pruned/val/acc"]
     assert only["flops/fwd_gmacs"] < 0.7 * only["dense/flops/fwd_gmacs"]
     assert only["params/total"] < only["dense/params/total"]
@@ -117,7 +120,7 @@ def test_sensitivity_allocation_still_hits_the_target():
         },
     )
     prune_recover.run(config, reporter)
-    only = reporter.reports[0]
+    only = reporter.trial_row()
     assert only["prune/sparsity"] == pytest.approx(0.5, abs=0.01)
     per_layer = [r["sparsity"] for r in reporter.tables["pruned_layers"]]
     assert max(per_layer) - min(per_layer) > 0.05  # the scan set different ratios per layer

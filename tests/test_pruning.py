@@ -7,9 +7,9 @@ import copy
 import pytest
 import torch
 from fvcore.nn import FlopCountAnalysis
-from pruning_models import inputs, tiny_cnn, tiny_vit
 from torch import nn
 
+from tests.pruning_models import inputs, tiny_cnn, tiny_vit
 from trainables.prune_apply import hold_masks, make_permanent, structured_prune, unstructured_prune
 from trainables.prune_targets import classifier_names, prunable_layers, structured_units
 
@@ -47,11 +47,7 @@ def test_prunable_layers_skip_the_classifier():
 def test_transformer_units_are_mlp_neurons_and_heads():
     units = {u.name: u for u in structured_units(tiny_vit(num_heads=8))}
     assert set(units) == {"blocks.0.attn", "blocks.0.mlp", "blocks.1.attn", "blocks.1.mlp"}
-    assert (
-        units["blocks.0.attn"].kind,
-        units["blocks.0.attn"].size,
-        units["blocks.0.attn"].granule,
-    ) == ("heads", 8, 8)
+    assert (units["blocks.0.attn"].kind, units["blocks.0.attn"].size) == ("heads", 8)
     assert (units["blocks.1.mlp"].kind, units["blocks.1.mlp"].size) == ("neurons", 256)
 
 
@@ -147,6 +143,50 @@ def test_structured_vit_cuts_params_and_macs_of_pruned_layers_by_about_ratio(rat
         assert block.attn.num_heads >= 1
         assert block.attn.qkv.out_features == 3 * block.attn.num_heads * block.attn.head_dim
     assert all(r["after"] < r["before"] for r in rows if r["kind"] == "neurons")
+    # Heads are ranked across the model: `ratio` of all 16 go, whichever layer they sit in.
+    heads_kept = sum(r["after"] for r in rows if r["kind"] == "heads")
+    assert abs(heads_kept - 16 * (1 - ratio)) < 1
+
+
+@pytest.mark.parametrize(
+    "ratio", [0.9, 0.95, {"blocks.0.attn": 0.9, "blocks.1.attn": 0.5, "blocks.1.mlp": 0.99}]
+)
+def test_structured_never_empties_a_unit_nor_narrows_the_residual(ratio):
+    model = tiny_vit(num_heads=8)
+    rows = structured_prune(model, inputs(), ratio, round_to=8)
+    after = {r["unit"]: r["after"] for r in rows}
+    # What was asked did shrink, to the last head or round_to neurons rather than to nothing.
+    named = ratio if isinstance(ratio, dict) else after
+    assert all(r["after"] < r["before"] for r in rows if r["unit"] in named)
+    if isinstance(ratio, dict):
+        assert (after["blocks.0.attn"], after["blocks.1.mlp"]) == (1, 8)
+    for b, block in enumerate(model.blocks):
+        attn, mlp = block.attn, block.mlp
+        assert attn.num_heads == after[f"blocks.{b}.attn"] >= 1
+        # Whole heads go: head_dim stays, and timm's reshapes (num_heads, attn_dim) match qkv.
+        assert attn.head_dim == 8 and attn.attn_dim == 8 * attn.num_heads
+        assert (attn.qkv.out_features, attn.proj.in_features) == (3 * attn.attn_dim, attn.attn_dim)
+        assert mlp.fc1.out_features == after[f"blocks.{b}.mlp"] >= 8
+        assert mlp.fc1.out_features % 8 == 0
+        assert attn.proj.out_features == mlp.fc2.out_features == 64  # the residual width
+    assert model.patch_embed.proj.out_channels == model.pos_embed.shape[-1] == 64
+    assert (model.head.in_features, model.head.out_features) == (64, 10)
+    assert model.train()(inputs()).shape == (2, 10)
+
+
+def test_per_unit_ratios_shrink_only_the_named_units():
+    model = tiny_vit(num_heads=8)
+    rows = structured_prune(model, inputs(), {"blocks.0.attn": 0.5, "blocks.1.mlp": 0.3})
+    assert {r["unit"]: (r["kind"], r["before"], r["after"]) for r in rows} == {
+        "blocks.0.attn": ("heads", 8, 4),
+        "blocks.0.mlp": ("neurons", 256, 256),
+        "blocks.1.attn": ("heads", 8, 8),
+        "blocks.1.mlp": ("neurons", 256, 176),  # 30% of 256 leaves 179, down to a multiple of 8
+    }
+    with pytest.raises(ValueError, match=r"blocks\.9\.mlp"):
+        structured_prune(tiny_vit(), inputs(), {"blocks.9.mlp": 0.5})
+    with pytest.raises(ValueError, match=r"prune\.ratio"):
+        structured_prune(tiny_vit(), inputs(), 1.0)
 
 
 def test_structurally_pruned_vit_still_trains():

@@ -7,9 +7,9 @@ import copy
 import numpy as np
 import pytest
 import torch
-from pruning_models import inputs, tiny_vit
 from torch import nn
 
+from tests.pruning_models import inputs, tiny_vit
 from trainables.prune_apply import structured_prune, unstructured_prune
 from trainables.prune_figures import (
     csr_bytes,

@@ -12,14 +12,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from report_html import parse
-from report_tables import read, write_all, write_lora, write_quickstart
 
 from orchestrator.report import build_report, main
 from orchestrator.report import columns as C
 from orchestrator.report.pareto import pareto_mask
 from orchestrator.report.recommendations import recommendations
 from orchestrator.report.sections import format_value
+from tests.report_html import parse
+from tests.report_tables import read, write_all, write_lora, write_quickstart
 
 ALL_SECTIONS = {
     "overview",
@@ -131,7 +131,46 @@ def test_recommendations_name_pareto_and_cheapest(full: tuple[Path, Path, str]) 
         html,
     )
     assert "Pareto-optimal in val/acc vs forward compute: resnet18 lr=0.001." in html
-    assert "Smallest LoRA rank within one point" not in html or "rank 4" in html
+    # lora_ranks: every adapter trails the full fine-tune (rank 0, 0.90) by two points or more.
+    assert "Smallest LoRA rank within one point" not in html
+
+
+def _lora_sweep(out: Path, best: dict[int, float]) -> None:
+    """A `lora` sweep: one trial per rank with the given best val/acc (two epochs, exact values)."""
+    for rank, acc in best.items():
+        tid = f"r{rank}"
+        base = {
+            "sweep": "lora",
+            "trial_id": tid,
+            "model.name": "vit_tiny_patch16_224",
+            "lora.rank": rank,
+        }
+        epochs = [{**base, "epoch": 1, "val/acc": acc - 0.1}, {**base, "epoch": 2, "val/acc": acc}]
+        _write_rows(out, "epochs", tid, epochs)
+        pct = 100.0 if rank == 0 else 0.25 * rank
+        trial = {**epochs[-1], "best/val/acc": acc, "params/trainable_pct": pct}
+        _write_rows(out, "trials", tid, [{**trial, "status": "TERMINATED", "error": None}])
+
+
+def test_smallest_lora_rank_within_one_point_is_recommended(tmp_path: Path) -> None:
+    # Rank 4 is 1.5 points behind the best (rank 16): out. Rank 8 is 0.8 points behind: the
+    # smallest adapter within one point. Rank 0 (full fine-tune) is no adapter.
+    _lora_sweep(tmp_path / "out", {0: 0.900, 4: 0.905, 8: 0.912, 16: 0.920})
+    html = build_report(tmp_path / "out", tmp_path / "r.html").read_text(encoding="utf-8")
+    lines = [line for line in re.findall(r"<li>(.*?)</li>", html) if "LoRA rank" in line]
+    assert lines == [
+        "Smallest LoRA rank within one point of the best LoRA/full result: rank 8 "
+        "(vit_tiny_patch16_224 rank=8), training 2% of the parameters, val/acc 0.912 (91.2%)."
+    ]
+
+
+def test_no_lora_rank_recommended_when_only_the_full_finetune_is_near_the_best(
+    tmp_path: Path,
+) -> None:
+    _lora_sweep(tmp_path / "out", {0: 0.920, 4: 0.880, 8: 0.905, 16: 0.909})
+    html = build_report(tmp_path / "out", tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "Best accuracy: vit_tiny_patch16_224 rank=0" in html
+    assert "Smallest LoRA rank" not in html
 
 
 def test_sections_absent_without_their_data(tmp_path: Path) -> None:

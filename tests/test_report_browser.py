@@ -8,10 +8,10 @@ from pathlib import Path
 import matplotlib.image
 import numpy as np
 import pytest
-from report_html import CHROMIUM, PROBE, chromium, parse
-from report_tables import write_all
 
 from orchestrator.report import build_report
+from tests.report_html import CHROMIUM, PROBE, chromium, parse
+from tests.report_tables import write_all
 
 pytestmark = [
     pytest.mark.slow,

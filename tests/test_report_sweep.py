@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from report_html import CHROMIUM, PROBE, chromium, parse
+
+from tests.report_html import CHROMIUM, PROBE, chromium, parse
 
 pytestmark = pytest.mark.slow
 

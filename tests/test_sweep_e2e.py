@@ -91,29 +91,40 @@ def test_mlflow_has_parent_and_a_child_per_trial(sweep_run: tuple[Path, str, int
     assert "sweep.yaml" in {a.path for a in client.list_artifacts(parents["run_id"].iloc[0])}
 
 
+# The first trial fails (CIFAR-10 is not on disk and may not be downloaded); one trial at a time,
+# so the digits trial starts only after that failure: the sweep must go on to it and finish it.
+FAIL_SWEEP = """
+name: e2e_fail
+trainable: train
+model: {name: resnet10t, img_size: 16}
+dataset: {name: digits, subset: 128, root: NOTHING, download: false}
+optim: {lr: 2.0e-3, batch_size: 32, epochs: 1}
+precision: fp32
+search:
+  dataset.name: {grid: [cifar10, digits]}
+profilers: {latency: false, flops: false}
+resources: {cpu: 1}
+max_concurrent_trials: 1
+checkpoint: {enabled: false}
+"""
+
+
 def test_failed_trial_is_recorded_and_the_sweep_goes_on(
     tmp_path: Path, mlflow_uri: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     sweep = tmp_path / "fail.yaml"
-    sweep.write_text(
-        SWEEP.replace("name: e2e", "name: e2e_fail").replace(
-            "dataset: {name: digits, subset: 256}",
-            f"dataset: {{name: digits, subset: 128, root: {tmp_path / 'nothing'}, download: false}}",
-        )
-        + "optim: {epochs: 1, batch_size: 32}\n".replace("optim", "#")
-    )
-    text = sweep.read_text().replace(
-        "search:\n  model:", "search:\n  dataset.name: {grid: [digits, cifar10]}\n  model:"
-    )
-    text = text.replace(
-        "      - {name: vit_tiny_patch16_224, img_size: 16, kwargs: {patch_size: 8, depth: 1}}\n",
-        "",
-    )
-    sweep.write_text(text)
+    sweep.write_text(FAIL_SWEEP.replace("NOTHING", str(tmp_path / "nothing")))
     out = tmp_path / "out"
     assert main([str(sweep), "--output", str(out), "--quiet"]) == 1
     trials = pd.read_parquet(out / "trials").set_index("dataset.name")
-    assert trials.loc["digits", "status"] == "TERMINATED"
+    assert sorted(trials.index) == ["cifar10", "digits"]
     assert trials.loc["cifar10", "status"] == "ERROR"
     assert "cifar-10-batches-py" in trials.loc["cifar10", "error"]
+    # The grid's first trial failed; the second one still ran to its end.
+    assert trials.loc["cifar10", "trial_id"].endswith("00000")
+    assert trials.loc["digits", "trial_id"].endswith("00001")
+    assert trials.loc["digits", "status"] == "TERMINATED"
+    epochs = pd.read_parquet(out / "epochs")
+    done = epochs[epochs["trial_id"] == trials.loc["digits", "trial_id"]]
+    assert done["epoch"].tolist() == [1] and done["val/acc"].notna().all()
     assert "failed" in capsys.readouterr().out

@@ -8,7 +8,7 @@ import pytest
 
 from orchestrator.cli import main
 from orchestrator.search_space import expand, param_space
-from orchestrator.sweep_schema import SweepError, apply_smoke, parse_sweep_text
+from orchestrator.sweep_schema import SweepError, parse_sweep_text
 
 GOOD = "name: x\ntrainable: train\nmodel: {name: resnet18}\ndataset: {name: digits}\n"
 
@@ -85,15 +85,6 @@ def test_search_over_a_whole_section() -> None:
         "search:\n  model:\n    grid:\n      - {name: resnet18}\n      - {name: vit_tiny_patch16_224, img_size: 32}\n"
     )
     assert [t["model"]["name"] for t in expand(sweep)] == ["resnet18", "vit_tiny_patch16_224"]
-
-
-def test_smoke_shrinks_the_run_but_keeps_model_and_search() -> None:
-    sweep = parse_sweep_text(GOOD + "optim: {epochs: 30}\nsearch: {optim.lr: {grid: [0.1, 0.2]}}\n")
-    smoke = apply_smoke(sweep)
-    assert smoke.smoke and smoke.optim.epochs == 1
-    assert smoke.optim.max_train_batches == 3 and smoke.dataset.subset == 128
-    assert smoke.model == sweep.model and smoke.search == sweep.search
-    assert not sweep.smoke  # the original is untouched
 
 
 def test_validate_prints_expanded_trials(

@@ -1,18 +1,6 @@
 """The work of one trial: models, data, the epoch loop, and one module per trainable.
 
-Every trainable is `run(config: dict, reporter: Reporter) -> None`.
+Every trainable is `run(config: dict, reporter: Reporter) -> None`, registered by name in
+`trainables.registry`. Nothing here imports Ray or MLflow: a trial runs the same under Ray Tune
+(`orchestrator.trial_runner`) and in a plain process (tests, notebooks, `ListReporter`).
 """
-
-from __future__ import annotations
-
-from collections.abc import Callable
-from typing import Any
-
-from trainables import finetune, lora, prune_recover, train
-
-TRAINABLES: dict[str, Callable[[dict[str, Any], Any], None]] = {
-    "train": train.run,
-    "finetune": finetune.run,
-    "lora": lora.run,
-    "prune_recover": prune_recover.run,
-}

@@ -28,7 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from trainables.heads import classifier_names, is_head_key, unwrap_peft
+from trainables.heads import classifier_names, is_head_key, plain_model, unwrap
 
 CHECKPOINT_FILE = "model.safetensors"
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
@@ -60,18 +60,9 @@ class LoadReport:
     resampled: list[str] = field(default_factory=list)
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The module under DDP/DataParallel (`.module`) and torch.compile (`._orig_mod`)."""
-    while True:
-        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
-        if not isinstance(inner, nn.Module):
-            return model
-        model = inner
-
-
 def save_model(model: nn.Module, directory: str | Path) -> Path:
     """Write `model`'s state dict to `directory/model.safetensors` and return the file's path."""
-    model = unwrap(model)
+    model = unwrap(model, peft=False)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     seen: set[tuple[int, int]] = set()
@@ -146,7 +137,7 @@ def load_weights(model: nn.Module, path: str | Path, *, strict: bool = True) -> 
     merging the adapters into the base weights.
     """
     tensors, meta = read_checkpoint(path)
-    target = unwrap(model)
+    target = unwrap(model, peft=False)
     merged = False
     if _has_peft_keys(tensors) and not _has_peft_keys(target.state_dict()):
         tensors = _merge_lora_tensors(target, tensors, meta, path)
@@ -168,7 +159,7 @@ def load_weights(model: nn.Module, path: str | Path, *, strict: bool = True) -> 
     missing = sorted(k for k in own if k not in tensors and not is_head_key(k, heads))
     if strict and (mismatched or unexpected or missing):
         raise CheckpointError(
-            f"checkpoint {path} does not fit {type(unwrap_peft(target)).__name__}: "
+            f"checkpoint {path} does not fit {type(plain_model(target)).__name__}: "
             + "; ".join(
                 part
                 for part in (
@@ -323,3 +314,29 @@ def _listing(what: str, items: list[str], limit: int = 6) -> str:
         return ""
     more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
     return f"{what}: {', '.join(items[:limit])}{more}"
+
+
+STATE_FILE = "train_state.pt"
+
+
+def save_train_state(
+    directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, epoch: int
+) -> None:
+    """A resumable checkpoint: the weights (`model.safetensors`) and the optimizer/schedule state."""
+    save_model(model, directory)  # safetensors; tied weights stored once each
+    state: dict[str, Any] = {"epoch": epoch, "optimizer": optimizer.state_dict()}
+    if scheduler is not None:
+        state["scheduler"] = scheduler.state_dict()
+    torch.save(state, directory / STATE_FILE)
+
+
+def restore_train_state(
+    directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
+) -> int:
+    """Load a checkpoint written by `save_train_state`; returns the epoch it was taken after."""
+    load_weights(model, directory / CHECKPOINT_FILE)
+    state = torch.load(directory / STATE_FILE, map_location="cpu", weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None and "scheduler" in state:
+        scheduler.load_state_dict(state["scheduler"])
+    return int(state["epoch"])

@@ -1,26 +1,96 @@
-"""Datasets and loaders.
+"""Datasets, the input pipeline each model asks for, and loaders.
 
-- `digits`: scikit-learn's bundled 8x8 handwritten digits (1,797 real images, no download),
-  resized to the model's input once and kept in memory as tensors.
+A dataset is opened once, model-free (`open_data`: the registered opener, then `subset`), and
+gets its pipeline once the model is known (`attach_pipeline`): mean, std, interpolation and crop
+come from `timm.data.resolve_model_data_config(model)`, as timm's own `validate.py` and
+`benchmark.py` take them (ViT-B/16 augreg: mean = std = 0.5, bicubic; ResNet: ImageNet's).
+
+- `digits`: scikit-learn's bundled 8x8 handwritten digits (1,797 real images, no download), kept
+  in memory as tensors, resized to the model's input and normalized once (not per batch).
 - `cifar10` / `cifar100`: torchvision's readers of the standard python-pickle files under `root`.
 - `imagefolder` / `imagenet`: class folders under `root/train` and `root/val`.
 - `synthetic`: random images of any size, for pure cost measurements (accuracy means nothing).
+
+Evaluation crops the centre by the model's `crop_pct` for photo folders (`imagefolder`,
+`imagenet`), as timm validates; CIFAR and digits show whole small objects and are only resized.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
+from trainables.registry import dataset_opener
 from trainables.trial_config import DatasetConfig
 
-# Normalization constants: ImageNet's, which timm/torchvision models expect.
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
+CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
+
+
+class DatasetMissingError(FileNotFoundError):
+    pass
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """The input a model expects: side length, normalization, resampling and evaluation crop."""
+
+    img_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    interpolation: str
+    crop_pct: float
+
+    @classmethod
+    def from_model(cls, model: nn.Module, img_size: int) -> Pipeline:
+        """The model's own data config (timm's pretrained_cfg; timm's defaults otherwise)."""
+        from timm.data import resolve_model_data_config
+
+        from trainables.heads import plain_model
+
+        config = resolve_model_data_config(plain_model(model))
+        return cls(
+            img_size=img_size,
+            mean=tuple(float(x) for x in config["mean"]),
+            std=tuple(float(x) for x in config["std"]),
+            interpolation=str(config.get("interpolation") or "bilinear"),
+            crop_pct=float(config.get("crop_pct") or 1.0),
+        )
+
+    def facts(self) -> dict[str, Any]:
+        return {
+            "data/mean": ",".join(f"{x:g}" for x in self.mean),
+            "data/std": ",".join(f"{x:g}" for x in self.std),
+            "data/interpolation": self.interpolation,
+            "data/crop_pct": self.crop_pct,
+        }
+
+
+@dataclass
+class TensorSplit:
+    """An in-memory split: float images in [0, 1] (N x 3 x H x W) at their stored size."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class RawData:
+    """A dataset before any model-specific step: what `open_data` returns."""
+
+    train: TensorSplit | Dataset
+    val: TensorSplit | Dataset
+    num_classes: int
+    class_names: list[str]
+    crop: bool = False  # evaluation takes the model's centre crop (photo folders)
 
 
 @dataclass
@@ -29,27 +99,45 @@ class DataBundle:
     val: Dataset
     num_classes: int
     class_names: list[str]
+    pipeline: Pipeline
+    transforms: dict[str, Any] = field(default_factory=dict)  # split -> torchvision transform
 
 
-class DatasetMissingError(FileNotFoundError):
-    pass
-
-
-def build_data(cfg: DatasetConfig, img_size: int, *, seed: int = 0) -> DataBundle:
-    """The train and validation splits of `cfg`, as images of `img_size` x `img_size`."""
-    builders = {
-        "digits": _digits,
-        "synthetic": _synthetic,
-        "cifar10": _cifar,
-        "cifar100": _cifar,
-        "imagefolder": _image_folder,
-        "imagenet": _image_folder,
-    }
-    bundle = builders[cfg.name](cfg, img_size, seed)
+def open_data(cfg: DatasetConfig, img_size: int, *, seed: int = 0) -> RawData:
+    """The registered opener of `cfg.name`, with `cfg.subset` applied to each split."""
+    raw: RawData = dataset_opener(cfg.name)(cfg, img_size, seed)
     if cfg.subset is not None:
-        bundle.train = _head(bundle.train, cfg.subset, seed)
-        bundle.val = _head(bundle.val, cfg.subset, seed + 1)
-    return bundle
+        raw.train = _subset(raw.train, cfg.subset, seed)
+        raw.val = _subset(raw.val, cfg.subset, seed + 1)
+    return raw
+
+
+def attach_pipeline(raw: RawData, pipeline: Pipeline) -> DataBundle:
+    """Train/val datasets that yield (normalized image tensor, label) as `pipeline` says."""
+    transforms: dict[str, Any] = {}
+    splits: dict[str, Dataset] = {}
+    for split in ("train", "val"):
+        data = getattr(raw, split)
+        if isinstance(data, TensorSplit):
+            splits[split] = TensorDataset(_resize_normalize(data.images, pipeline), data.labels)
+        else:
+            transform = _transform(pipeline, train=split == "train", crop=raw.crop)
+            _base(data).transform = transform  # type: ignore[attr-defined]
+            transforms[split] = transform
+            splits[split] = data
+    return DataBundle(
+        train=splits["train"],
+        val=splits["val"],
+        num_classes=raw.num_classes,
+        class_names=raw.class_names,
+        pipeline=pipeline,
+        transforms=transforms,
+    )
+
+
+def build_data(cfg: DatasetConfig, pipeline: Pipeline, *, seed: int = 0) -> DataBundle:
+    """`open_data` then `attach_pipeline`: the splits of `cfg` as `pipeline` wants them."""
+    return attach_pipeline(open_data(cfg, pipeline.img_size, seed=seed), pipeline)
 
 
 def make_loader(
@@ -67,19 +155,59 @@ def make_loader(
     )
 
 
-def _head(dataset: Dataset, n: int, seed: int) -> Dataset:
+def _subset(data: TensorSplit | Dataset, n: int, seed: int) -> TensorSplit | Dataset:
     """A fixed random subset of at most n samples (random, so every class shows up)."""
-    size = len(dataset)  # type: ignore[arg-type]
+    size = len(data)  # type: ignore[arg-type]
     if n >= size:
-        return dataset
+        return data
     idx = torch.randperm(size, generator=torch.Generator().manual_seed(seed))[:n]
-    return Subset(dataset, idx.tolist())
+    if isinstance(data, TensorSplit):
+        return TensorSplit(data.images[idx], data.labels[idx])
+    return Subset(data, idx.tolist())
 
 
-def _normalize(images: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(STD).view(1, 3, 1, 1)
-    return (images - mean) / std
+def _base(data: Dataset) -> Dataset:
+    while isinstance(data, Subset):
+        data = data.dataset
+    return data
+
+
+def _resize_normalize(images: torch.Tensor, p: Pipeline) -> torch.Tensor:
+    size = (p.img_size, p.img_size)
+    if tuple(images.shape[-2:]) != size:
+        mode = (
+            p.interpolation if p.interpolation in ("bilinear", "bicubic", "nearest") else "bilinear"
+        )
+        kwargs = {} if mode == "nearest" else {"align_corners": False, "antialias": True}
+        # Bicubic overshoots at edges: clamp back to the [0, 1] the normalization expects.
+        images = F.interpolate(images, size=size, mode=mode, **kwargs).clamp_(0.0, 1.0)
+    mean = torch.tensor(p.mean).view(1, -1, 1, 1)
+    std = torch.tensor(p.std).view(1, -1, 1, 1)
+    return ((images - mean) / std).contiguous()
+
+
+def _transform(p: Pipeline, *, train: bool, crop: bool) -> Any:
+    from timm.data import create_transform
+    from timm.data.transforms import str_to_interp_mode
+    from torchvision import transforms as T
+
+    if not train:
+        return create_transform(
+            input_size=(3, p.img_size, p.img_size),
+            is_training=False,
+            interpolation=p.interpolation,
+            mean=p.mean,
+            std=p.std,
+            crop_pct=p.crop_pct if crop else 1.0,
+        )
+    return T.Compose(
+        [
+            T.Resize((p.img_size, p.img_size), interpolation=str_to_interp_mode(p.interpolation)),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            T.Normalize(p.mean, p.std),
+        ]
+    )
 
 
 def _split(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -88,48 +216,35 @@ def _split(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.
     return perm[n_val:], perm[:n_val]
 
 
-def _digits(cfg: DatasetConfig, img_size: int, seed: int) -> DataBundle:
+def open_digits(cfg: DatasetConfig, img_size: int, seed: int) -> RawData:
     from sklearn.datasets import load_digits
 
     digits = load_digits()
-    # 8x8 grey levels 0..16 -> [0, 1], 3 channels, resized once (not per batch).
+    # 8x8 grey levels 0..16 -> [0, 1], 3 channels; resized once the model's pipeline is known.
     images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    images = F.interpolate(images, size=(img_size, img_size), mode="bilinear", align_corners=False)
-    images = _normalize(images.expand(-1, 3, -1, -1).contiguous())
+    images = images.expand(-1, 3, -1, -1).contiguous()
     labels = torch.tensor(digits.target, dtype=torch.long)
+    # A fixed split, whatever the trial's seed: every trial of a sweep validates on the same images.
     train_idx, val_idx = _split(len(labels), cfg.val_fraction, seed=1234)
-    return DataBundle(
-        train=TensorDataset(images[train_idx], labels[train_idx]),
-        val=TensorDataset(images[val_idx], labels[val_idx]),
+    return RawData(
+        train=TensorSplit(images[train_idx], labels[train_idx]),
+        val=TensorSplit(images[val_idx], labels[val_idx]),
         num_classes=10,
         class_names=[str(i) for i in range(10)],
     )
 
 
-def _synthetic(cfg: DatasetConfig, img_size: int, seed: int) -> DataBundle:
+def open_synthetic(cfg: DatasetConfig, img_size: int, seed: int) -> RawData:
     gen = torch.Generator().manual_seed(seed)
-    images = torch.randn(cfg.num_samples, 3, img_size, img_size, generator=gen)
+    images = torch.rand(cfg.num_samples, 3, img_size, img_size, generator=gen)
     labels = torch.randint(0, cfg.num_classes, (cfg.num_samples,), generator=gen)
     train_idx, val_idx = _split(cfg.num_samples, cfg.val_fraction, seed)
-    return DataBundle(
-        train=TensorDataset(images[train_idx], labels[train_idx]),
-        val=TensorDataset(images[val_idx], labels[val_idx]),
+    return RawData(
+        train=TensorSplit(images[train_idx], labels[train_idx]),
+        val=TensorSplit(images[val_idx], labels[val_idx]),
         num_classes=cfg.num_classes,
         class_names=[str(i) for i in range(cfg.num_classes)],
     )
-
-
-def _transform(img_size: int, *, train: bool):
-    from torchvision import transforms as T
-
-    steps = [T.Resize((img_size, img_size))]
-    if train:
-        steps.append(T.RandomHorizontalFlip())
-    steps += [T.ToTensor(), T.Normalize(MEAN, STD)]
-    return T.Compose(steps)
-
-
-CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
 
 
 def _files_present(self: object) -> bool:
@@ -159,19 +274,14 @@ def _cifar_class(name: str) -> type:
     return type(base.__name__, (base,), overrides)
 
 
-def _cifar(cfg: DatasetConfig, img_size: int, seed: int) -> DataBundle:
+def open_cifar(cfg: DatasetConfig, img_size: int, seed: int) -> RawData:
     cls = _cifar_class(cfg.name)
     root = Path(cfg.root)
     folder = root / CIFAR_FOLDERS[cfg.name]
 
     def load(train: bool) -> Dataset:
         try:
-            return cls(
-                str(root),
-                train=train,
-                download=cfg.download,
-                transform=_transform(img_size, train=train),
-            )
+            return cls(str(root), train=train, download=cfg.download)
         except (OSError, RuntimeError, ValueError) as err:
             raise DatasetMissingError(
                 f"dataset.root: {cfg.name} files not found under {folder} and could not be "
@@ -182,12 +292,12 @@ def _cifar(cfg: DatasetConfig, img_size: int, seed: int) -> DataBundle:
 
     train = load(True)
     val = load(False)
-    return DataBundle(
+    return RawData(
         train=train, val=val, num_classes=len(train.classes), class_names=list(train.classes)
     )
 
 
-def _image_folder(cfg: DatasetConfig, img_size: int, seed: int) -> DataBundle:
+def open_image_folder(cfg: DatasetConfig, img_size: int, seed: int) -> RawData:
     from torchvision import datasets
 
     root = Path(cfg.root)
@@ -199,17 +309,16 @@ def _image_folder(cfg: DatasetConfig, img_size: int, seed: int) -> DataBundle:
                 f"dataset.root: {cfg.name} expects class folders under {path} "
                 f"({root}/train/<class>/*.jpg and {root}/val/<class>/*.jpg)"
             )
-        splits[split] = datasets.ImageFolder(
-            str(path), transform=_transform(img_size, train=split == "train")
-        )
+        splits[split] = datasets.ImageFolder(str(path))
     if splits["train"].classes != splits["val"].classes:
         raise DatasetMissingError(
             f"dataset.root: train and val class folders differ under {root}: "
             f"{len(splits['train'].classes)} vs {len(splits['val'].classes)} classes"
         )
-    return DataBundle(
+    return RawData(
         train=splits["train"],
         val=splits["val"],
         num_classes=len(splits["train"].classes),
         class_names=list(splits["train"].classes),
+        crop=True,
     )

@@ -7,7 +7,7 @@ Keys: `train/loss` (mean cross-entropy over samples), `train/acc`, `val/loss`, `
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
 
 import torch
 from accelerate import Accelerator
@@ -15,7 +15,19 @@ from sklearn.metrics import f1_score
 from torch import nn
 from torch.utils.data import DataLoader
 
+from profilers.metric_registry import F, declare
 from profilers.step_timer import StepTimer
+
+declare(
+    __name__,
+    {
+        "train/loss": (F, "nats", "mean cross-entropy over the epoch's training samples"),
+        "train/acc": (F, "0-1", "top-1 accuracy on the epoch's training samples"),
+        "val/loss": (F, "nats", "mean cross-entropy over the validation split"),
+        "val/acc": (F, "0-1", "top-1 accuracy on the validation split"),
+        "val/f1_macro": (F, "0-1", "scikit-learn macro F1 over the whole validation split"),
+    },
+)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -29,7 +41,7 @@ def train_one_epoch(
     accelerator: Accelerator,
     loss_fn: nn.Module,
     *,
-    scheduler: Any = None,
+    on_update: Callable[[], None] | None = None,
     max_batches: int | None = None,
     timer: StepTimer | None = None,
 ) -> dict[str, float | None]:
@@ -53,8 +65,8 @@ def train_one_epoch(
                 loss = loss_fn(logits, labels)
             accelerator.backward(loss)
             optimizer.step()
-            if scheduler is not None and accelerator.sync_gradients:
-                scheduler.step()
+            if on_update is not None and accelerator.sync_gradients:
+                on_update()
             optimizer.zero_grad(set_to_none=True)
         n = labels.shape[0]
         loss_sum += loss.detach().float() * n

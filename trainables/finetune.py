@@ -1,7 +1,7 @@
 """`finetune`: train a model that starts from weights, with a new head for this dataset.
 
 Weights come from `model.pretrained` (the hub, or a local safetensors/torch file) or
-`finetune.checkpoint`, or from an earlier stage's best checkpoint (see `orchestrator/stages.py`);
+`finetune.checkpoint`, or from an earlier stage's best checkpoint (`start:`, set by `orchestrator/stages.py`);
 `trainables.start_weights` documents the `init/*` keys that record which. The head is re-created
 when the number of classes differs. `finetune.freeze_backbone: true` trains the head alone (a
 linear probe); false trains everything. Phase 2 of `python -m orchestrator train --phase 2`.
@@ -15,17 +15,19 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+from trainables.fit import fit
 from trainables.heads import freeze_backbone
 from trainables.profiling import static_profile
+from trainables.reporting import Reporter
 from trainables.start_weights import start_model
 from trainables.trial_config import TrialConfig
-from trainables.trial_session import Reporter, fit, prepare
+from trainables.trial_setup import TrialSetup
 
 
 def run(config: dict[str, Any], reporter: Reporter) -> None:
     cfg = TrialConfig.model_validate(config)
-    ctx = prepare(cfg)
-    model, init = start_model(cfg, ctx.data.num_classes)
+    setup = TrialSetup.begin(cfg)
+    model, init = start_model(cfg, setup.num_classes)
     if not init["init/from_weights"]:
         warnings.warn(
             "finetune: no weights to start from (model.pretrained is false and no "
@@ -34,5 +36,6 @@ def run(config: dict[str, Any], reporter: Reporter) -> None:
         )
     if cfg.finetune.freeze_backbone:
         freeze_backbone(model)
-    static, tables = static_profile(model, cfg, ctx.device)
-    fit(ctx, model, reporter, static_metrics={**static, **init}, tables=tables)
+    ctx = setup.with_model(model)
+    facts, tables = static_profile(model, cfg, ctx.device)
+    fit(ctx, model, reporter, facts={**facts, **init, **ctx.facts()}, tables=tables)

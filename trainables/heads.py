@@ -10,10 +10,29 @@ from __future__ import annotations
 from torch import nn
 
 
-def unwrap_peft(model: nn.Module) -> nn.Module:
-    """The plain model under a peft wrapper (the model itself when there is none)."""
-    get_base = getattr(model, "get_base_model", None)
-    return get_base() if callable(get_base) else model
+def unwrap(model: nn.Module, *, peft: bool = True, drop_precision_hooks: bool = False) -> nn.Module:
+    """The model under its wrappers: DDP/DataParallel and torch.compile (Accelerate's
+    `extract_model_from_parallel`), then peft's (`get_base_model`) unless `peft=False` (a
+    checkpoint keeps its adapters).
+
+    `drop_precision_hooks` also removes the autocast wrapper `Accelerator.prepare` put on the
+    forward, in place: only once training is over, or later epochs would lose mixed precision.
+    """
+    from accelerate.utils import extract_model_from_parallel
+
+    model = extract_model_from_parallel(
+        model, keep_fp32_wrapper=not drop_precision_hooks, keep_torch_compile=False
+    )
+    if peft:
+        get_base = getattr(model, "get_base_model", None)
+        if callable(get_base):
+            model = get_base()
+    return model
+
+
+def plain_model(model: nn.Module) -> nn.Module:
+    """The user's model without any wrapper (see `unwrap`)."""
+    return unwrap(model, peft=True)
 
 
 def classifier_names(model: nn.Module) -> list[str]:
@@ -23,7 +42,7 @@ def classifier_names(model: nn.Module) -> list[str]:
     models); for anything else (torchvision) the head is the last `nn.Linear` registered, which
     holds for resnet (`fc`), vit (`heads.head`), swin (`head`) and efficientnet (`classifier.1`).
     """
-    base = unwrap_peft(model)
+    base = plain_model(model)
     declared = (getattr(base, "pretrained_cfg", None) or {}).get("classifier")
     if declared:
         names = [declared] if isinstance(declared, str) else list(declared)
@@ -41,7 +60,7 @@ def classifier_names(model: nn.Module) -> list[str]:
 
 def head_parameter_names(model: nn.Module) -> set[str]:
     """Names (as in `model.named_parameters()`) of the head's parameters."""
-    base = unwrap_peft(model)
+    base = plain_model(model)
     prefixes = tuple(f"{n}." for n in classifier_names(base))
     return {n for n, _ in base.named_parameters() if n.startswith(prefixes)}
 
@@ -53,7 +72,7 @@ def is_head_key(key: str, heads: list[str]) -> bool:
 
 def set_head_trainable(model: nn.Module) -> None:
     """Give the head's parameters requires_grad=True, leaving all others as they are."""
-    base = unwrap_peft(model)
+    base = plain_model(model)
     for name in classifier_names(base):
         for p in base.get_submodule(name).parameters():
             p.requires_grad_(True)

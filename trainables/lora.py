@@ -7,11 +7,11 @@ One trial:
    training-step count feeds MFU) and the LoRA keys of `trainables.lora_adapters` (trainable
    share, optimizer state saved);
 3. `fit`: per-epoch loss/accuracy, step time, throughput, peak memory;
-4. after training, inside the last epoch's report: latency and inference memory of the trained
-   model as it is (adapters unmerged, untagged keys), then the adapters are merged into the base
-   weights and the merged model is profiled again under the tag `merged` (`merged/latency/...`,
-   `merged/flops/...`; table rows carry `tag: merged`). Rank 0 has nothing to merge: its untagged
-   numbers are the base model's, the yardstick for both.
+4. after training, in the trial-end report (`reporter.report_final`): latency and inference
+   memory of the trained model as it is (adapters unmerged, untagged keys), then the adapters are
+   merged into the base weights and the merged model is profiled again under the tag `merged`
+   (`merged/latency/...`, `merged/flops/...`; table rows carry `tag: merged`). Rank 0 has nothing
+   to merge: its untagged numbers are the base model's, the yardstick for both.
 
 | key                       | unit | meaning                                                        |
 |---------------------------|------|----------------------------------------------------------------|
@@ -21,21 +21,33 @@ One trial:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
+from profilers.metric_registry import F, declare
+from trainables.fit import fit
+from trainables.heads import unwrap
 from trainables.lora_adapters import apply_lora, count_params, lora_metrics, merge_lora
 from trainables.profiling import static_profile
+from trainables.reporting import Reporter, Tables
 from trainables.start_weights import start_model
 from trainables.trial_config import TrialConfig
-from trainables.trial_session import Reporter, TrialContext, fit, prepare
+from trainables.trial_setup import TrialContext, TrialSetup
+
+declare(
+    __name__,
+    {
+        "lora/merge_max_abs_diff": (
+            F,
+            "abs",
+            "max |logits unmerged - merged| after the merge (fp32)",
+        )
+    },
+)
 
 MERGE_CHECK_IMAGES = 2
-
-Tables = dict[str, list[dict[str, Any]]]
 
 
 def run(config: dict[str, Any], reporter: Reporter) -> None:
@@ -46,18 +58,20 @@ def run(config: dict[str, Any], reporter: Reporter) -> None:
             "base by construction; lora.rank: 0 trains everything); use trainable: finetune for "
             "a linear probe"
         )
-    ctx = prepare(cfg)
-    model, init = start_model(cfg, ctx.data.num_classes)
+    setup = TrialSetup.begin(cfg)
+    model, init = start_model(cfg, setup.num_classes)
+    # The pipeline comes from the plain model (peft keeps timm's pretrained_cfg underneath).
+    ctx = setup.with_model(model)
     base_params = count_params(model)[0]
     model = apply_lora(model, cfg.lora)
-    static, tables = static_profile(model, _only(cfg, "params", "flops"), ctx.device)
-    static.update(lora_metrics(model, base_params, cfg.optim))
-    static.update(init)
-    before_s = static.get("profile/static_s") or 0.0
-    after = _AfterTraining(
-        reporter, cfg.optim.epochs, lambda: _profile_trained(ctx, model, before_s)
-    )
-    fit(ctx, model, after, static_metrics=static, tables=tables)
+    facts, tables = static_profile(model, _only(cfg, "params", "flops"), ctx.device)
+    facts.update(lora_metrics(model, base_params, cfg.optim))
+    facts.update(init)
+    facts.update(ctx.facts())
+    before_s = facts.get("profile/static_s") or 0.0
+    fit(ctx, model, reporter, facts=facts, tables=tables)
+    after, after_tables = _profile_trained(ctx, model, before_s)
+    reporter.report_final(after, tables=after_tables)
 
 
 def _profile_trained(
@@ -65,7 +79,9 @@ def _profile_trained(
 ) -> tuple[dict[str, Any], Tables]:
     """Latency/memory of the trained model, then merge and profile the merged model."""
     cfg = ctx.cfg
-    plain = ctx.accelerator.unwrap_model(model, keep_fp32_wrapper=False)
+    # Training is over: the autocast wrapper Accelerate put on the forward can go, so each
+    # profile runs in the precision it asks for.
+    plain = unwrap(model, peft=False, drop_precision_hooks=True)
     metrics, tables = static_profile(plain, _only(cfg, "latency", "memory"), ctx.device)
     # Untagged profile time covers both halves of the trained model's profile.
     metrics["profile/static_s"] = before_s + (metrics.get("profile/static_s") or 0.0)
@@ -100,35 +116,3 @@ def _join(a: Tables | None, b: Tables | None) -> Tables:
     for k, rows in (b or {}).items():
         out.setdefault(k, []).extend(rows)
     return out
-
-
-class _AfterTraining:
-    """A Reporter that adds post-training measurements to the trial's last epoch report.
-
-    `fit` reports once per epoch; the trials table keeps the last report, so measurements taken
-    after training must ride in it. The checkpoint of that epoch is already written when
-    `report` runs, so profiling (and merging) the model here changes nothing that is saved.
-    """
-
-    def __init__(
-        self, inner: Reporter, last_epoch: int, measure: Callable[[], tuple[dict[str, Any], Tables]]
-    ) -> None:
-        self.inner = inner
-        self.last_epoch = last_epoch
-        self.measure = measure
-
-    def report(
-        self,
-        metrics: dict[str, Any],
-        *,
-        tables: Tables | None = None,
-        checkpoint_dir: str | None = None,
-    ) -> None:
-        if metrics.get("epoch") == self.last_epoch:
-            extra, extra_tables = self.measure()
-            metrics = {**metrics, **extra}
-            tables = _join(tables, extra_tables)
-        self.inner.report(metrics, tables=tables or None, checkpoint_dir=checkpoint_dir)
-
-    def resume_checkpoint(self) -> str | None:
-        return self.inner.resume_checkpoint()

@@ -36,7 +36,25 @@ from peft import LoraConfig as PeftLoraConfig
 from peft import PeftModel, get_peft_model
 from torch import nn
 
-from trainables.heads import classifier_names, is_head_key, set_head_trainable, unwrap_peft
+from profilers.metric_registry import INT, F, S, declare
+from trainables.heads import classifier_names, is_head_key, plain_model, set_head_trainable
+
+declare(
+    __name__,
+    {
+        "lora/adapter_params": (INT, "count", "parameters of the LoRA A and B matrices"),
+        "lora/adapted_modules": (INT, "count", "layers that carry an adapter"),
+        "lora/opt_state_mb": (F, "MiB", "optimizer state for the trainable parameters (estimate)"),
+        "lora/opt_state_full_mb": (F, "MiB", "the same for a full fine-tune of the base model"),
+        "lora/opt_state_saved_mb": (
+            F,
+            "MiB",
+            "full minus this run: the optimizer memory LoRA saves",
+        ),
+        "lora/opt_state_error": (S, "", "why the optimizer state could not be probed"),
+    },
+)
+
 
 if TYPE_CHECKING:
     from trainables.trial_config import LoraConfig, OptimConfig
@@ -52,7 +70,7 @@ def resolve_targets(model: nn.Module, target_modules: list[str]) -> list[str]:
     """
     if not target_modules:
         raise ValueError("lora.target_modules is empty; name layers such as [qkv, proj, fc1, fc2]")
-    base = unwrap_peft(model)
+    base = plain_model(model)
     heads = classifier_names(base)
     found = [
         name

@@ -6,88 +6,24 @@ take it (ViT, DeiT, Swin); CNNs take any input size as they are.
 
 from __future__ import annotations
 
-import difflib
-from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from torch import nn
 
-if TYPE_CHECKING:
-    from trainables.trial_config import ModelConfig
-
-TORCHVISION_PREFIX = "torchvision/"
-
-# The seeds' models: alias -> (timm name, constructor kwargs). Base sizes, as the studies used.
-ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
-    "vit": ("vit_base_patch16_224", {}),
-    "deit": ("deit_base_patch16_224", {}),
-    "swin": ("swin_base_patch4_window7_224", {}),
-    "resnet": ("resnet50", {}),
-    "efficientnet_b0": ("efficientnet_b0", {}),
-    # BiT-M-R50x1 of seed 003.
-    "bit": ("resnetv2_50x1_bit", {}),
-    # ViT-B/16 on a ResNet-50 stem: the seed's "ViT(B)-Hyb".
-    "hybrid": ("vit_base_r50_s16_224", {}),
-    # Seed 003's ViTOptimized: LayerScale (init 1e-5), fused (flash) attention, DropPath 0.1.
-    "vit_optimized": ("vit_base_patch16_224", {"init_values": 1e-5, "drop_path_rate": 0.1}),
-}
+from trainables.model_names import TORCHVISION_PREFIX, check_model_name, resolve
+from trainables.trial_config import ModelConfig
 
 
-class UnknownModelError(ValueError):
-    pass
+def create_model(
+    cfg: ModelConfig, num_classes: int, *, dynamic_img_size: bool = False
+) -> nn.Module:
+    """Build the model of `cfg` with a `num_classes`-way head, weights as `cfg.pretrained` says.
 
-
-@cache
-def _timm_names() -> frozenset[str]:
-    import timm
-
-    return frozenset(timm.list_models())
-
-
-@cache
-def _torchvision_names() -> frozenset[str]:
-    import torchvision
-
-    return frozenset(torchvision.models.list_models())
-
-
-def check_model_name(name: str) -> None:
-    """Raise UnknownModelError, with close matches, unless `name` resolves to a model."""
-    if name in ALIASES:
-        return
-    if name.startswith(TORCHVISION_PREFIX):
-        arch = name.removeprefix(TORCHVISION_PREFIX)
-        known = _torchvision_names()
-        if arch in known:
-            return
-        close = difflib.get_close_matches(arch, sorted(known), n=3)
-        hint = (
-            f"; did you mean {', '.join(TORCHVISION_PREFIX + c for c in close)}?" if close else ""
-        )
-        raise UnknownModelError(f"unknown torchvision model {arch!r}{hint}")
-    # timm names may carry a pretrained tag: "vit_base_patch16_224.augreg_in21k".
-    arch = name.split(".", 1)[0]
-    if arch in _timm_names():
-        return
-    close = difflib.get_close_matches(arch, sorted(_timm_names() | set(ALIASES)), n=3)
-    hint = f"; did you mean {', '.join(close)}?" if close else ""
-    raise UnknownModelError(
-        f"unknown model {name!r}{hint} (accepted: any timm model name, "
-        f"'torchvision/<name>', or an alias: {', '.join(ALIASES)})"
-    )
-
-
-def resolve(name: str, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """Alias -> (real name, kwargs); the user's kwargs win over the alias's."""
-    if name in ALIASES:
-        real, alias_kwargs = ALIASES[name]
-        return real, {**alias_kwargs, **kwargs}
-    return name, dict(kwargs)
-
-
-def create_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
-    """Build the model of `cfg` with a `num_classes`-way head, weights as `cfg.pretrained` says."""
+    `dynamic_img_size`: build timm transformers with `dynamic_img_size=True` so the profilers can
+    run them at other input sizes (the position embedding is resampled per forward; at the built
+    size the forward is unchanged). Models whose constructor lacks the option ignore it.
+    """
     check_model_name(cfg.name)
     name, kwargs = resolve(cfg.name, cfg.kwargs)
     local_weights = cfg.pretrained if isinstance(cfg.pretrained, str) else None
@@ -97,7 +33,7 @@ def create_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
             name.removeprefix(TORCHVISION_PREFIX), num_classes, use_hub, kwargs
         )
     else:
-        model = _create_timm(name, num_classes, cfg.img_size, use_hub, kwargs)
+        model = _create_timm(name, num_classes, cfg.img_size, use_hub, kwargs, dynamic_img_size)
     if local_weights is not None:
         from trainables.checkpoints import load_backbone_weights
 
@@ -106,7 +42,12 @@ def create_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
 
 
 def _create_timm(
-    name: str, num_classes: int, img_size: int, pretrained: bool, kwargs: dict[str, Any]
+    name: str,
+    num_classes: int,
+    img_size: int,
+    pretrained: bool,
+    kwargs: dict[str, Any],
+    dynamic_img_size: bool,
 ) -> nn.Module:
     import timm
 
@@ -124,13 +65,19 @@ def _create_timm(
                 ) from err
             raise
 
-    try:
-        # Transformers bake the token grid into the position embedding: they need img_size.
-        return build(img_size=img_size)
-    except TypeError as err:
-        if "img_size" not in str(err):
-            raise
-        return build()
+    # Transformers bake the token grid into the position embedding: they need img_size. Options
+    # a constructor lacks (CNNs take neither) are dropped one at a time on its TypeError.
+    extra: dict[str, Any] = {"img_size": img_size}
+    if dynamic_img_size and "dynamic_img_size" not in kwargs:
+        extra["dynamic_img_size"] = True
+    while True:
+        try:
+            return build(**extra)
+        except TypeError as err:
+            dropped = next((k for k in extra if k in str(err)), None)
+            if dropped is None:
+                raise
+            del extra[dropped]
 
 
 def _looks_offline(err: BaseException) -> bool:

@@ -8,7 +8,7 @@
 - `profiled_region(cfg, device, region, metrics)`: peak memory of a training epoch or evaluation
   into `metrics`; evaluation also holds the device shared (see `profilers.device_lock`).
 
-Keys and units: `profilers/__init__.py` (registry) and the README (Metrics).
+Keys and units: declared by each profiler (`profilers.metric_registry`); docs/profilers-and-metrics.md.
 """
 
 from __future__ import annotations
@@ -24,23 +24,27 @@ from torch import nn
 from profilers.device_lock import lock_for
 from profilers.fingerprint import fingerprint, peak_flops
 from profilers.flops import flops_metrics, flops_rows
-from profilers.input_size import dynamic_input_size
 from profilers.latency import autocast_context, latency_metrics, measure_latency
 from profilers.memory import track_memory
+from profilers.metric_registry import F, declare
 from profilers.params import param_metrics
 from profilers.step_timer import StepTimer
+from trainables.device import trial_precision
 from trainables.trial_config import TrialConfig
 
 INFER_MEMORY_FORWARDS = 3
-SMOKE_LATENCY = {"warmup": 1, "repeats": 3, "max_point_s": 2.0}
+
+declare(__name__, {"profile/static_s": (F, "s", "seconds the static profile took")})
 
 
-def trial_precision(cfg: TrialConfig, device: torch.device) -> str:
-    """fp32, fp16 or bf16: the precision the trial runs in (`auto` resolved as the spine does)."""
-    from trainables.trial_session import resolve_precision
-
-    mixed = resolve_precision(cfg.precision, device)
-    return "fp32" if mixed == "no" else mixed
+def needs_dynamic_img_size(cfg: TrialConfig) -> bool:
+    """Whether the profilers run the model at a size other than the one it is built for."""
+    prof = cfg.profilers
+    sizes = [
+        *((prof.flops.input_sizes or []) if prof.flops else []),
+        *((prof.latency.input_sizes or []) if prof.latency else []),
+    ]
+    return any(size != cfg.model.img_size for size in sizes)
 
 
 def _primary(sizes: list[int], img_size: int) -> int:
@@ -94,11 +98,6 @@ def static_profile(
         sizes = lat.input_sizes or [img]
         precisions = lat.precisions or [precision]
         timing = {"warmup": lat.warmup, "repeats": lat.repeats, "max_point_s": lat.max_point_s}
-        if cfg.smoke:
-            timing = {
-                k: min(v, SMOKE_LATENCY[k]) if v is not None else SMOKE_LATENCY[k]
-                for k, v in timing.items()
-            }
         timed = model
         if cfg.model.compile and not hasattr(model, "_orig_mod"):
             timed = torch.compile(model)  # what fit() will train; warm-up absorbs the compile
@@ -150,7 +149,6 @@ def _inference_memory(
     model.eval()
     try:
         with (
-            dynamic_input_size(model),
             track_memory(device) as mem,
             torch.inference_mode(),
             autocast_context(device, precision),

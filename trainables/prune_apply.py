@@ -6,25 +6,30 @@
   what is measured afterwards is a plain model; the masks are returned for `hold_masks`, which keeps
   pruned weights at zero while the model recovers (fine-tunes).
 - `structured_prune` removes whole MLP neurons, attention heads or conv channels with
-  torch-pruning's dependency graph, so layers really shrink: MACs, parameters and latency drop.
-  Element scores are torch-pruning's `GroupMagnitudeImportance` (group L2 norm over every layer the
-  element touches, divided by the group's mean so layers of different scale compete fairly).
-  Neuron and channel counts kept are rounded to a multiple of `round_to` (odd widths run slower);
-  every unit keeps at least one head or `round_to` neurons, so the model still runs.
+  torch-pruning's pruner (`tp.pruner.BasePruner`, which torch-pruning 1.6 also exports as the
+  deprecated `MetaPruner`), so layers really shrink: MACs, parameters and latency drop. Element
+  scores are torch-pruning's `GroupMagnitudeImportance` (group L2 norm over every layer the element
+  touches, divided by the group's mean so layers of different scale compete fairly). A single
+  ratio ranks each kind of element across the model (`global_pruning`, one ranking scope per kind
+  in `pruning_ratio_dict`, `head_pruning_ratio` for heads); a mapping gives each unit its own share
+  (`pruning_ratio_dict`, `head_pruning_ratio_dict`). Neuron and channel counts kept are multiples
+  of `round_to` (odd widths run slower); heads go whole (`prune_num_heads`). Every unit keeps at
+  least one head or `round_to` neurons, so the model still runs. The residual (embedding) width and
+  the classifier's outputs are never pruned (`ignored_layers`).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
 import torch
+import torch_pruning as tp
 from torch import nn
 from torch.nn.utils import prune
 
 from trainables.prune_targets import (
     StructuredUnit,
-    build_graph,
+    classifier_names,
     prunable_layers,
     quiet_torch_pruning,
     structured_units,
@@ -95,50 +100,92 @@ def hold_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
         prune.custom_from_mask(module, "weight", mask.to(module.weight.device))
 
 
-def _round_kept(kept: int, size: int, granule: int, minimum: int) -> int:
-    """Round a kept count to the nearest multiple of `granule`, within [minimum, size]."""
-    if granule > 1:
-        kept = math.floor(kept / granule + 0.5) * granule
-    return min(size, max(minimum, kept))
+class _NoEmptyLayerPruner(tp.pruner.BasePruner):
+    """torch-pruning's pruner, except that it never empties a layer.
+
+    The library quietly skips a group that rounding or its global ranking would empty
+    (`check_pruning_group`): a unit asked to lose 95% would lose nothing, and an attention whose
+    every head ranked lowest would keep its weights while the pruner counted its heads as gone.
+    """
+
+    def _round_to(self, n_pruned: int, current_channels: int, round_to: int) -> int:
+        # The library floors the kept count to a multiple of round_to, down to 0: keep one granule.
+        n_pruned = super()._round_to(n_pruned, current_channels, round_to)
+        return min(n_pruned, current_channels - min(round_to, current_channels))
+
+    def estimate_importance(self, group) -> torch.Tensor | None:
+        imp = super().estimate_importance(group)
+        heads = [
+            self.num_heads[d.target.module]
+            for d, _ in group
+            if d.target.module in self.num_heads and self.DG.is_out_channel_pruning_fn(d.handler)
+        ]
+        if imp is None or not heads:
+            return imp
+        # Each attention's best head outranks every other head, so the global head threshold
+        # (its ratio capped by `_global_head_ratio`) always leaves one per layer.
+        imp = imp.clone()
+        per_head = imp.view(heads[0], -1)
+        per_head[per_head.mean(1).argmax()] = float("inf")
+        return imp
 
 
-def _scores(graph, modules: dict[str, nn.Module], unit: StructuredUnit, importance) -> torch.Tensor:
-    """One importance score per element of `unit` (neuron, head or channel)."""
-    root = modules[unit.root]
-    pruner = graph.get_pruner_of_module(root)
-    if unit.kind == "heads":
-        fn, width = pruner.prune_in_channels, unit.size * unit.granule
-    else:
-        fn, width = pruner.prune_out_channels, unit.size
-    group = graph.get_pruning_group(root, fn, list(range(width)))
-    imp = importance(group)
-    if imp is None:  # no weighted layer in the group: fall back on the root's own weight norm
-        weight = root.weight.detach().flatten(1) if unit.kind != "heads" else root.weight.detach().T
-        imp = weight.norm(dim=1)
-    imp = imp.detach().float().cpu()
-    return imp.view(unit.size, unit.granule).mean(1) if unit.kind == "heads" else imp
+def _global_head_ratio(ratio: float, heads: list[int]) -> float:
+    """`ratio` of all heads, capped so that every attention can keep its best head."""
+    total = sum(heads)
+    if not heads or int(total * (1 - ratio)) >= total:
+        return 0.0  # not one head to remove
+    # torch-pruning keeps int(total * (1 - ratio)) heads: at least one per attention.
+    return max(0.0, min(ratio, 1 - (len(heads) + 0.5) / total))
 
 
-def _removal_counts(
-    units: list[StructuredUnit], scores: dict[str, torch.Tensor], ratio: Ratios
-) -> dict[str, int]:
-    """Elements to remove per unit: a global ranking per kind, or each unit's own ratio."""
+def _unit_head_ratio(ratio: float, heads: int) -> float:
+    """`ratio` of one attention's heads, capped so that it keeps one (torch-pruning removes ceil)."""
+    return max(0.0, min(ratio, (heads - 1.5) / heads))
+
+
+def _pruner_options(
+    units: list[StructuredUnit], modules: dict[str, nn.Module], ratio: Ratios
+) -> dict:
+    """Ratios as BasePruner options: one ranking scope per kind (a float) or per unit (a mapping).
+
+    Every unit is keyed by its root layer (the one whose outputs index its elements); the default
+    `pruning_ratio` is 0, so nothing outside the units shrinks.
+    """
+    heads = [u for u in units if u.kind == "heads"]
+    options: dict = {"pruning_ratio": 0.0}
     if isinstance(ratio, Mapping):
         _check_names(ratio, [u.name for u in units], "structured units")
-        return {u.name: round(u.size * float(ratio.get(u.name, 0.0))) for u in units}
+        wanted = {u.name: float(ratio[u.name]) for u in units if u.name in ratio}
+        options["global_pruning"] = False
+        options["pruning_ratio_dict"] = {
+            modules[u.root]: wanted[u.name] for u in units if u.name in wanted
+        }
+        options["head_pruning_ratio_dict"] = {
+            modules[u.root]: _unit_head_ratio(wanted[u.name], u.size)
+            for u in heads
+            if u.name in wanted
+        }
+        return options
     _check_ratio("prune.ratio", ratio)
-    counts = {u.name: 0 for u in units}
+    options["global_pruning"] = True
+    options["pruning_ratio_dict"] = {}
     for kind in ("neurons", "heads", "channels"):
-        of_kind = [u for u in units if u.kind == kind]
-        if not of_kind:
-            continue
-        flat = torch.cat([scores[u.name] for u in of_kind])
-        owner = torch.cat([torch.full((u.size,), i) for i, u in enumerate(of_kind)])
-        n_remove = round(float(ratio) * len(flat))
-        lowest = owner[torch.argsort(flat, stable=True)[:n_remove]]
-        for i, u in enumerate(of_kind):
-            counts[u.name] = int((lowest == i).sum())
-    return counts
+        roots = tuple(modules[u.root] for u in units if u.kind == kind)
+        if roots:  # a tuple key is one scope: its elements are ranked together
+            options["pruning_ratio_dict"][roots] = float(ratio)
+    options["head_pruning_ratio"] = _global_head_ratio(float(ratio), [u.size for u in heads])
+    return options
+
+
+def _residual_layers(model: nn.Module, units: list[StructuredUnit]) -> list[nn.Module]:
+    """Layers whose outputs are the residual stream (MLP fc2, attention proj): never narrowed."""
+    modules = dict(model.named_modules())
+    return [
+        modules[f"{u.name}.{last}"]
+        for u in units
+        for last in {"neurons": ("fc2",), "heads": ("proj",)}.get(u.kind, ())
+    ]
 
 
 def structured_prune(
@@ -153,49 +200,50 @@ def structured_prune(
     `ratio` a float: per kind, the lowest-scored `ratio` of all elements across the model go
     (global ranking). A mapping {unit name: ratio}: each unit loses its own share.
     """
-    import torch_pruning as tp
-
-    graph = build_graph(model, example_inputs)
-    units = structured_units(model, graph=graph)
+    units = structured_units(model, example_inputs)
     if not units:
         raise ValueError(f"{type(model).__name__} has no structured units torch-pruning can remove")
     modules = dict(model.named_modules())
-    importance = tp.importance.GroupMagnitudeImportance(p=2)
-    with quiet_torch_pruning():
-        scores = {u.name: _scores(graph, modules, u, importance) for u in units}
-    counts = _removal_counts(units, scores, ratio)
+    options = _pruner_options(units, modules, ratio)
+    classifier = [modules[n] for n in classifier_names(model)]
+    was_training = model.training
+    model.eval()  # traced as it will run; BatchNorm statistics untouched
+    try:
+        with quiet_torch_pruning():
+            pruner = _NoEmptyLayerPruner(
+                model,
+                example_inputs,
+                importance=tp.importance.GroupMagnitudeImportance(p=2),
+                ignored_layers=classifier + _residual_layers(model, units),
+                round_to=round_to or 1,
+                num_heads={modules[u.root]: u.size for u in units if u.kind == "heads"},
+                prune_num_heads=True,
+                prune_head_dims=False,
+                # Fresh dicts: BasePruner's defaults are shared mutable dicts it writes into.
+                in_channel_groups={},
+                out_channel_groups={},
+                **options,
+            )
+            pruner.step()
+    finally:
+        model.train(was_training)
 
     rows = []
     for unit in units:
-        granule = 1 if unit.kind == "heads" else (round_to or 1)
-        minimum = 1 if unit.kind == "heads" else min(unit.size, granule)
-        kept = unit.size - counts[unit.name]
-        if counts[unit.name] > 0:
-            kept = _round_kept(kept, unit.size, granule, minimum)
-        else:
-            kept = unit.size
-        rows.append({"unit": unit.name, "kind": unit.kind, "before": unit.size, "after": kept})
-        if kept == unit.size:
-            continue
-        drop = torch.argsort(scores[unit.name], stable=True)[: unit.size - kept]
         root = modules[unit.root]
-        pruner = graph.get_pruner_of_module(root)
         if unit.kind == "heads":
-            idxs = [
-                h * unit.granule + j for h in sorted(drop.tolist()) for j in range(unit.granule)
-            ]
-            fn = pruner.prune_in_channels
-        else:
-            idxs = sorted(drop.tolist())
-            fn = pruner.prune_out_channels
-        group = graph.get_pruning_group(root, fn, idxs)
-        if not graph.check_pruning_group(group):
-            raise RuntimeError(f"torch-pruning refused to remove {len(idxs)} of {unit.name}")
-        group.prune()
-        if unit.kind == "heads":
+            kept = pruner.num_heads[root]
             attn = modules[unit.name]
-            attn.num_heads = kept
-            attn.attn_dim = kept * attn.head_dim  # timm reshapes attention output to attn_dim
+            # timm reshapes q, k, v by num_heads and the attention output by attn_dim.
+            attn.num_heads, attn.attn_dim = kept, kept * attn.head_dim
+            if root.out_features != 3 * attn.attn_dim:
+                raise RuntimeError(
+                    f"torch-pruning left {unit.name} inconsistent: qkv has {root.out_features} "
+                    f"outputs for {kept} heads of {attn.head_dim}"
+                )
+        else:
+            kept = pruner.DG.get_out_channels(root)
+        rows.append({"unit": unit.name, "kind": unit.kind, "before": unit.size, "after": kept})
     _check_runs(model, example_inputs)
     return rows
 

@@ -32,6 +32,19 @@ import numpy as np
 import torch
 from torch import nn
 
+from profilers.metric_registry import INT, F, declare
+
+declare(
+    __name__,
+    {
+        "prune/sparsity": (F, "fraction", "zeros among the weights the pruning method targets"),
+        "prune/model_sparsity": (F, "fraction", "zeros among all parameters"),
+        "params/nonzero": (INT, "count", "parameters that are not exactly zero"),
+        "model/sparse_size_mb": (F, "MiB", "size with the targeted weights stored as CSR"),
+    },
+)
+
+
 MIB = float(2**20)  # as `model/size_mb` (profilers/params.py), so the two compare directly
 INDEX_BYTES = 4  # int32 indices: what scipy and cuSPARSE use while nnz fits in 2**31
 

@@ -6,7 +6,8 @@ prune (`prune.method` at `prune.ratio`, layers' shares set by `prune.allocation`
 permanent -> evaluate and profile the model as it now runs -> recover for `prune.recover_epochs`
 (unstructured masks held, so pruned weights stay zero) -> evaluate once more.
 
-Metrics (every per-epoch row carries the static ones; the last row also the `recovered/` ones):
+Metrics: the per-trial facts go once, with the first epoch report (the `trials` row); the
+`recovered/` figures go in the trial-end report, after recovery:
 
 | key                               | unit     | meaning                                              |
 |-----------------------------------|----------|------------------------------------------------------|
@@ -27,7 +28,9 @@ Metrics (every per-epoch row carries the static ones; the last row also the `rec
 | `prune/sensitivity_s`             | s        | wall time of the sensitivity scan (None when off)     |
 | `prune/prune_s`                   | s        | wall time of pruning itself                           |
 
-Under --smoke the sensitivity scan keeps the smallest and largest ratio and evaluates 32 images.
+The scan evaluates `prune.sensitivity_samples` validation images (all when null), in at most
+`prune.sensitivity_max_batches` batches (default `optim.max_val_batches`). --smoke
+(`orchestrator/smoke.py`) keeps the smallest and largest ratio and 32 images.
 
 Tables: `sensitivity` (trainables/prune_sensitivity.py), `weights` (per-layer histograms, phases
 before / pruned / recovered), `pruned_layers` (per-layer weights before / after), and the
@@ -44,8 +47,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
+from profilers.metric_registry import INT, F, declare
 from trainables.data import make_loader
 from trainables.epoch_loop import evaluate
+from trainables.fit import fit
 from trainables.profiling import static_profile
 from trainables.prune_apply import hold_masks, make_permanent, structured_prune, unstructured_prune
 from trainables.prune_figures import (
@@ -57,11 +62,23 @@ from trainables.prune_figures import (
 )
 from trainables.prune_sensitivity import ratios_from_sensitivity, sensitivity_scan
 from trainables.prune_targets import prunable_layers, structured_units
+from trainables.reporting import Reporter
 from trainables.start_weights import start_model
 from trainables.trial_config import PruneConfig, TrialConfig
-from trainables.trial_session import Reporter, TrialContext, fit, prepare
+from trainables.trial_setup import TrialContext, TrialSetup
 
-SMOKE_SENSITIVITY_SAMPLES = 32
+declare(
+    __name__,
+    {
+        "prune/targeted_params": (
+            INT,
+            "count",
+            "weights in the targeted layers of the dense model",
+        ),
+        "prune/sensitivity_s": (F, "s", "wall time of the sensitivity scan"),
+        "prune/prune_s": (F, "s", "wall time of pruning itself"),
+    },
+)
 
 
 def _tagged(metrics: dict[str, Any], tag: str) -> dict[str, Any]:
@@ -111,27 +128,23 @@ def _score(
 def _sensitivity_plan(
     ctx: TrialContext, p: PruneConfig, val_batches: int | None
 ) -> tuple[list[float], DataLoader | None, int | None]:
-    """Ratios, loader and batch cap of the scan; --smoke keeps 2 ratios on a few images.
-
-    The scan is layers x ratios evaluations: on a busy CPU even a tiny ViT takes minutes at full
-    size, and --smoke only has to prove the path runs.
-    """
-    caps = [b for b in (p.sensitivity_max_batches, val_batches) if b is not None]
-    batches = min(caps) if caps else None  # --smoke's cap on validation holds here too
-    if not ctx.cfg.smoke:
+    """Ratios, loader and batch cap of the scan: layers x ratios evaluations, each on
+    `sensitivity_samples` images (all when null) in at most `sensitivity_max_batches` batches."""
+    if p.sensitivity_samples is None:
+        batches = p.sensitivity_max_batches if p.sensitivity_max_batches else val_batches
         return list(p.sensitivity_ratios), None, batches
-    ratios = sorted({min(p.sensitivity_ratios), max(p.sensitivity_ratios)})
     val = ctx.data.val
-    few = Subset(val, range(min(SMOKE_SENSITIVITY_SAMPLES, len(val))))
-    loader = make_loader(few, SMOKE_SENSITIVITY_SAMPLES, shuffle=False, cfg=ctx.cfg.dataset)
-    return ratios, loader, 1
+    few = Subset(val, range(min(p.sensitivity_samples, len(val))))  # type: ignore[arg-type]
+    loader = make_loader(few, ctx.cfg.optim.batch_size, shuffle=False, cfg=ctx.cfg.dataset)
+    return list(p.sensitivity_ratios), loader, p.sensitivity_max_batches
 
 
 def run(config: dict[str, Any], reporter: Reporter) -> None:
     cfg = TrialConfig.model_validate(config)
     p = cfg.prune
-    ctx = prepare(cfg)
-    model, init = start_model(cfg, ctx.data.num_classes)
+    setup = TrialSetup.begin(cfg)
+    model, init = start_model(cfg, setup.num_classes)
+    ctx = setup.with_model(model)
     if not init["init/from_weights"]:
         warnings.warn(
             "prune_recover: no trained weights (model.pretrained is false and no "
@@ -186,7 +199,7 @@ def run(config: dict[str, Any], reporter: Reporter) -> None:
     static, tables = static_profile(model, cfg, ctx.device)
     figures = sparsity_figures(model, targets, dense_targeted)
     weights += weight_histogram_rows(model, edges, "pruned")
-    static_metrics = {
+    facts = {
         **static,
         **figures,
         **pruned,
@@ -196,6 +209,7 @@ def run(config: dict[str, Any], reporter: Reporter) -> None:
         "prune/targeted_params": dense_targeted,
         "prune/sensitivity_s": sensitivity_s,
         "prune/prune_s": prune_s,
+        **ctx.facts(),
     }
     tables = _merge_tables(
         tables,
@@ -204,24 +218,19 @@ def run(config: dict[str, Any], reporter: Reporter) -> None:
         {"sensitivity": sensitivity} if sensitivity else {},
     )
 
-    epochs = min(p.recover_epochs, cfg.optim.epochs) if cfg.smoke else p.recover_epochs
-    if epochs == 0:
+    if p.recover_epochs == 0:
         val = {k.removeprefix("pruned/"): v for k, v in pruned.items()}
-        reporter.report({"epoch": 0, **val, **static_metrics}, tables=tables)
+        reporter.report({"epoch": 0, **val}, facts=facts, tables=tables)
         return
 
     if masks is not None:
         hold_masks(model, masks)
-    history = fit(ctx, model, reporter, epochs=epochs, static_metrics=static_metrics, tables=tables)
+    fit(ctx, model, reporter, epochs=p.recover_epochs, facts=facts, tables=tables)
     make_permanent(model)
     recovered = _tagged(_score(ctx, model, val_batches), "recovered")
     recovered["recovered/prune/sparsity"] = sparsity_figures(model, targets, dense_targeted)[
         "prune/sparsity"
     ]
-    # Re-reports the last epoch (same epoch number: the row is replaced, not added) with the
-    # recovered figures, which exist only once fit() has returned.
-    last = history[-1] if history else {"epoch": epochs, **static_metrics}
-    reporter.report(
-        {**last, **recovered},
-        tables={"weights": weight_histogram_rows(model, edges, "recovered")},
+    reporter.report_final(
+        recovered, tables={"weights": weight_histogram_rows(model, edges, "recovered")}
     )

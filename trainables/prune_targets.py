@@ -8,7 +8,7 @@ Two views of one model:
 - **Structured units** (structured pruning): what can be *removed* so shapes shrink.
   In a transformer (timm `Mlp` / `Attention` blocks): the hidden neurons of each MLP
   (`blocks.0.mlp`, kind `neurons`, rooted at `fc1`'s outputs) and the heads of each attention
-  (`blocks.0.attn`, kind `heads`, rooted at `proj`'s inputs). The residual width (embedding
+  (`blocks.0.attn`, kind `heads`, rooted at `qkv`'s outputs). The residual width (embedding
   dimension) is never pruned there, so residual additions keep matching. In a model without such
   blocks (a CNN): each channel group torch-pruning's dependency graph finds (kind `channels`, named
   by its root convolution), the classifier's outputs excluded.
@@ -37,10 +37,9 @@ class StructuredUnit:
 
     name: str
     kind: UnitKind
-    root: str  # module whose outputs (neurons, channels) or inputs (heads) index the elements
+    root: str  # layer whose outputs index the elements (the key torch-pruning's pruner takes)
     layers: tuple[str, ...]  # conv/linear layers whose weights shrink when elements go
     size: int  # elements now (neurons, heads or channels)
-    granule: int = 1  # channels per element: head_dim for heads, 1 otherwise
 
 
 def classifier_names(model: nn.Module) -> set[str]:
@@ -93,10 +92,9 @@ def transformer_units(model: nn.Module) -> list[StructuredUnit]:
                 StructuredUnit(
                     name=name,
                     kind="heads",
-                    root=f"{name}.proj",
+                    root=f"{name}.qkv",
                     layers=(f"{name}.qkv", f"{name}.proj"),
                     size=m.num_heads,
-                    granule=m.head_dim,
                 )
             )
     return units
@@ -152,14 +150,12 @@ def channel_units(model: nn.Module, graph) -> list[StructuredUnit]:
 
 
 def structured_units(
-    model: nn.Module, example_inputs: torch.Tensor | None = None, graph=None
+    model: nn.Module, example_inputs: torch.Tensor | None = None
 ) -> list[StructuredUnit]:
     """Transformer units when the model has timm blocks, else CNN channel groups (needs inputs)."""
     units = transformer_units(model)
     if units:
         return units
-    if graph is None:
-        if example_inputs is None:
-            raise ValueError("channel pruning needs example_inputs to trace the model's graph")
-        graph = build_graph(model, example_inputs)
-    return channel_units(model, graph)
+    if example_inputs is None:
+        raise ValueError("channel pruning needs example_inputs to trace the model's graph")
+    return channel_units(model, build_graph(model, example_inputs))

@@ -4,7 +4,7 @@ A name maps to `"module:function"`, imported only when a trial needs it: the swe
 its accepted names from these dicts without importing torch, timm or the trainables themselves.
 
 - A trainable is `run(config: dict, reporter: Reporter) -> None` (`trainables.reporting`).
-- A dataset opener is `open(cfg: DatasetConfig, seed: int) -> RawData` (`trainables.data`): the
+- A dataset opener is `open(cfg: DatasetConfig, img_size: int, seed: int) -> RawData` (`trainables.data`): the
   images before any model-specific pipeline, which `trainables.data.attach_pipeline` adds once
   the model (and so its mean, std, interpolation and crop) is known.
 """
@@ -20,6 +20,16 @@ TRAINABLES: dict[str, str] = {
     "finetune": "trainables.finetune:run",
     "lora": "trainables.lora:run",
     "prune_recover": "trainables.prune_recover:run",
+}
+
+# The optional config sections each trainable reads; the others are left out of its recorded
+# params (a `train` trial has no prune ratio, whatever defaults its config carries).
+OPTIONAL_SECTIONS = ("finetune", "lora", "prune")
+TRAINABLE_SECTIONS: dict[str, tuple[str, ...]] = {
+    "train": (),
+    "finetune": ("finetune",),
+    "lora": ("finetune", "lora"),
+    "prune_recover": ("finetune", "prune"),
 }
 
 DATASETS: dict[str, str] = {
@@ -50,6 +60,8 @@ def dataset_opener(name: str) -> Callable[..., Any]:
     return load(DATASETS[name])
 
 
-def producer_modules() -> list[str]:
-    """Every module that declares metrics: importing them fills `profilers.metric_registry`."""
-    return sorted({ref.partition(":")[0] for ref in TRAINABLES.values()})
+def load_metric_declarations() -> None:
+    """Import every trainable (and so every module that produces metrics): afterwards
+    `profilers.metric_registry` knows every key a trial can report."""
+    for ref in TRAINABLES.values():
+        importlib.import_module(ref.partition(":")[0])

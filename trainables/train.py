@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from trainables.fit import fit
 from trainables.models import create_model
-from trainables.profiling import static_profile
+from trainables.profiling import needs_dynamic_img_size, static_profile
+from trainables.reporting import Reporter
 from trainables.trial_config import TrialConfig
-from trainables.trial_session import Reporter, fit, prepare
+from trainables.trial_setup import TrialSetup
 
 
 def run(config: dict[str, Any], reporter: Reporter) -> None:
     cfg = TrialConfig.model_validate(config)
-    ctx = prepare(cfg)
-    model = create_model(cfg.model, ctx.data.num_classes)
-    static, tables = static_profile(model, cfg, ctx.device)
-    fit(ctx, model, reporter, static_metrics=static, tables=tables)
+    setup = TrialSetup.begin(cfg)
+    model = create_model(cfg.model, setup.num_classes, dynamic_img_size=needs_dynamic_img_size(cfg))
+    ctx = setup.with_model(model)
+    facts, tables = static_profile(model, cfg, ctx.device)
+    fit(ctx, model, reporter, facts={**facts, **ctx.facts()}, tables=tables)

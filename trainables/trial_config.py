@@ -44,7 +44,7 @@ class ModelConfig(Strict):
     @classmethod
     def _known_model(cls, name: str) -> str:
         # Imported here: resolving a name needs timm's registry, which is slow to import.
-        from trainables.models import check_model_name
+        from trainables.model_names import check_model_name
 
         check_model_name(name)
         return name
@@ -64,15 +64,21 @@ class DatasetConfig(Strict):
 
 class OptimConfig(Strict):
     name: str = Field("adamw", description="any optimizer timm.optim.create_optimizer_v2 knows")
-    lr: float = Field(1.0e-3, gt=0)
-    weight_decay: float = Field(0.05, ge=0)
-    momentum: float = Field(0.9, ge=0, le=1)
-    batch_size: int = Field(64, ge=1)
-    epochs: int = Field(3, ge=1)
+    lr: float = Field(1.0e-3, gt=0, description="peak learning rate (after warm-up)")
+    weight_decay: float = Field(
+        0.05,
+        ge=0,
+        description="decoupled weight decay (timm applies it to weights, not norms/biases)",
+    )
+    momentum: float = Field(0.9, ge=0, le=1, description="momentum of sgd/momentum/nesterov")
+    batch_size: int = Field(64, ge=1, description="samples per step (per worker)")
+    epochs: int = Field(3, ge=1, description="training epochs")
     grad_accum: int = Field(1, ge=1, description="gradient accumulation steps")
-    scheduler: Literal["cosine", "none"] = "cosine"
-    warmup_epochs: float = Field(0.0, ge=0)
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    scheduler: Literal["cosine", "none"] = Field(
+        "cosine", description="timm's cosine schedule stepped per update, or a constant lr"
+    )
+    warmup_epochs: float = Field(0.0, ge=0, description="linear warm-up from 0, in epochs")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="cross-entropy label smoothing")
     max_train_batches: int | None = Field(None, ge=1, description="cap batches per epoch")
     max_val_batches: int | None = Field(None, ge=1, description="cap evaluation batches")
 
@@ -98,7 +104,7 @@ class CheckpointConfig(Strict):
         "best", description="which checkpoints survive: best by `metric`, or the most recent"
     )
     metric: str = Field("val/acc", description="metric that ranks checkpoints (best is kept)")
-    mode: Literal["max", "min"] = "max"
+    mode: Literal["max", "min"] = Field("max", description="max: higher `metric` is better")
 
 
 class FinetuneConfig(Strict):
@@ -110,13 +116,18 @@ class FinetuneConfig(Strict):
 
 class LoraConfig(Strict):
     rank: int = Field(8, ge=0, description="LoRA rank; 0 = full fine-tune baseline")
-    alpha: float = Field(16, gt=0)
-    dropout: float = Field(0.1, ge=0, lt=1)
-    target_modules: list[str] = Field(default_factory=lambda: ["qkv", "proj"])
+    alpha: float = Field(
+        16, gt=0, description="LoRA scaling numerator: updates scale by alpha / rank"
+    )
+    dropout: float = Field(0.1, ge=0, lt=1, description="dropout on the LoRA branch input")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["qkv", "proj"],
+        description="linear layers to adapt: a name or the end of a dotted name (`qkv`, `fc1`)",
+    )
 
 
 class PruneConfig(Strict):
-    """The `prune:` section (trainable `prune_recover`; see README: Pruning and recovery)."""
+    """The `prune:` section (trainable `prune_recover`; see docs/trainables-and-stages.md)."""
 
     method: Literal["unstructured", "structured"] = Field(
         "unstructured", description="zero single weights, or remove neurons/heads/channels"
@@ -141,7 +152,10 @@ class PruneConfig(Strict):
         description="structured: neurons/channels kept rounded to a multiple (None = exact)",
     )
     sensitivity: bool = Field(True, description="run the per-layer sensitivity analysis")
-    sensitivity_ratios: list[float] = Field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9])
+    sensitivity_ratios: list[float] = Field(
+        default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9],
+        description="ratios each layer is pruned at, alone, in the sensitivity scan",
+    )
     sensitivity_max_batches: int | None = Field(
         None,
         ge=1,
@@ -206,13 +220,13 @@ class TrialConfig(Strict):
     """One trial, as the trainable sees it (search values already substituted)."""
 
     name: str = Field("sweep", min_length=1, description="sweep name (MLflow experiment)")
-    trainable: Literal[TRAINABLE_NAMES] = "train"  # type: ignore[valid-type]
+    trainable: Literal[TRAINABLE_NAMES] = Field("train", description="what a trial does")  # type: ignore[valid-type]
     model: ModelConfig = Field(default_factory=ModelConfig)
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     precision: Precision = Field("auto", description="auto = bf16 on capable CUDA, fp32 on CPU")
-    device: Device = "auto"
-    seed: int = 0
+    device: Device = Field("auto", description="auto = cuda, else mps, else cpu")
+    seed: int = Field(0, description="seeds python, numpy and torch (accelerate.utils.set_seed)")
     smoke: bool = Field(False, description="set by --smoke: tiny subset, one epoch")
     stage: str | None = Field(None, description="stage name in a multi-stage sweep")
     substitutions: list[str] = Field(

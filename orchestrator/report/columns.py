@@ -34,6 +34,9 @@ LORA_RANK = "lora.rank"
 PRUNE_METHOD = "prune.method"
 PRUNE_RATIO = "prune.ratio"
 TRAINABLE = "trainable"
+# Where a later stage's trial started (`start/checkpoint`, `start/trial_id`, `start/stage`): facts
+# of the run, never part of a trial's label.
+START_PREFIX = ("start.", "start/")
 # Config keys that change the network itself (so latency is "per model"), not how it is trained.
 ARCH_PREFIXES = ("model.", "lora.", "prune.", "precision")
 # Statuses of a trial that did not finish; any non-empty `error` also marks a failure.

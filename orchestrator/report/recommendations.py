@@ -76,6 +76,8 @@ def _cheapest_near_best(
         if cheap_idx == best_idx or pd.isna(best_cost) or cand[cheap_idx] >= float(best_cost):
             continue
         saving = 1 - cand[cheap_idx] / float(best_cost)
+        if saving < 0.005:  # a saving that rounds to 0% is no recommendation
+            continue
         acc = best_metric(view, C.VAL_ACC)[cheap_idx]
         lines.append(
             f"Cheapest within one point of the best ({words}): {view.at[cheap_idx, C.LABEL]} "

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -98,13 +98,30 @@ def config_columns(df: pd.DataFrame) -> list[str]:
 
 
 def varying_columns(df: pd.DataFrame) -> list[str]:
-    """Config columns whose value differs between the rows of `df` (what a sweep searched)."""
+    """Config columns whose value differs between the rows of `df` (what a sweep searched).
+
+    Never a column that holds a file path (a checkpoint to start from, a data root) nor where a
+    stage started (`start.*`): they differ per trial without being what the user varied.
+    """
     out = []
     for c in config_columns(df):
+        if c.startswith(C.START_PREFIX) or df[c].map(_is_path).any():
+            continue
         values = df[c].map(lambda v: repr(v) if isinstance(v, list | dict) else v)
         if values.nunique(dropna=False) > 1:
             out.append(c)
     return out
+
+
+def _is_path(value: object) -> bool:
+    """A file-system path as the config stores one (made absolute, or written relative)."""
+    if not isinstance(value, str):
+        return False
+    return (
+        PurePosixPath(value).is_absolute()
+        or PureWindowsPath(value).is_absolute()
+        or value.startswith(("~", "./", "../", ".\\", "..\\"))
+    )
 
 
 def _short(col: str) -> str:
@@ -141,19 +158,24 @@ def _labels(trials: pd.DataFrame, prefixes: tuple[str, ...] | None = None) -> pd
     labels = pd.Series("", index=trials.index, dtype=object)
     groups = trials.groupby(C.SWEEP, sort=False) if C.SWEEP in trials else [(None, trials)]
     for _sweep, group in groups:
-        vary = [c for c in varying_columns(group) if c != C.MODEL_NAME]
-        if prefixes is not None:
-            vary = [c for c in vary if c.startswith(prefixes)]
-        for idx, row in group.iterrows():
-            bits = []
-            if C.MODEL_NAME in group and pd.notna(row[C.MODEL_NAME]):
-                bits.append(str(row[C.MODEL_NAME]))
-            for c in vary:
-                if pd.notna(row[c]):
-                    bits += _config_bits(c, row[c])
-            if C.STAGE in group and pd.notna(row.get(C.STAGE)) and group[C.STAGE].nunique() > 1:
-                bits.append(f"[{row[C.STAGE]}]")
-            labels[idx] = " ".join(bits) or str(row[C.TRIAL_ID])
+        staged = C.STAGE in group and group[C.STAGE].nunique() > 1
+        # A stage's own keys (trainable, epochs, ...) differ from the other stage's without being
+        # searched: what varies is read within each stage.
+        parts = group.groupby(C.STAGE, sort=False, dropna=False) if staged else [(None, group)]
+        for stage, part in parts:
+            vary = [c for c in varying_columns(part) if c != C.MODEL_NAME]
+            if prefixes is not None:
+                vary = [c for c in vary if c.startswith(prefixes)]
+            for idx, row in part.iterrows():
+                bits = []
+                if C.MODEL_NAME in part and pd.notna(row[C.MODEL_NAME]):
+                    bits.append(str(row[C.MODEL_NAME]))
+                for c in vary:
+                    if pd.notna(row[c]):
+                        bits += _config_bits(c, row[c])
+                if staged and pd.notna(stage):
+                    bits.append(f"[{stage}]")
+                labels[idx] = " ".join(bits) or str(row[C.TRIAL_ID])
     if prefixes is None:
         # Two trials with the same config (seeds, repeats) still need distinct names.
         keys = [trials[C.SWEEP], labels] if C.SWEEP in trials else [labels]

@@ -1,0 +1,175 @@
+"""The docs cannot drift from the code: generated blocks are current, the README is the front door.
+
+`scripts/gen_docs.py` writes the sweep-file keys and the metric names into docs/ (`make docs`);
+these tests fail when a page is out of date, when a key of the schema is missing from the pages,
+when the README outgrows ~200 lines or stops linking a docs page, and when a link points nowhere.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import shutil
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any, get_args
+
+import pytest
+from pydantic import BaseModel
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+README = ROOT / "README.md"
+
+
+def _load_generator() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("gen_docs", ROOT / "scripts" / "gen_docs.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gen_docs"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def gen_docs() -> ModuleType:
+    return _load_generator()
+
+
+def test_generated_blocks_are_current(gen_docs: ModuleType) -> None:
+    stale = gen_docs.stale_pages()
+    assert not stale, (
+        f"out of date: {', '.join(str(p.relative_to(ROOT)) for p in stale)}; run `make docs`"
+    )
+
+
+def test_check_names_a_stale_page(
+    gen_docs: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    docs = tmp_path / "docs"
+    shutil.copytree(DOCS, docs)
+    page = docs / "sweep-file.md"
+    text = page.read_text(encoding="utf-8")
+    # A key the schema no longer has, as a page would show after a field is renamed in the code.
+    tampered = text.replace("| `optim.lr` |", "| `optim.learning_rate` |", 1)
+    assert tampered != text
+    page.write_text(tampered, encoding="utf-8")
+
+    assert gen_docs.main(["--check", "--docs", str(docs)]) == 1
+    assert "sweep-file.md is out of date" in capsys.readouterr().err
+    assert gen_docs.main(["--docs", str(docs)]) == 0  # rewrites it
+    assert page.read_text(encoding="utf-8") == text
+    assert gen_docs.main(["--check", "--docs", str(docs)]) == 0
+
+
+def _submodels(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in get_args(annotation) for m in _submodels(arg)]
+
+
+def _leaf_names(model: type[BaseModel], seen: frozenset[type] = frozenset()) -> set[str]:
+    """Every field name reachable from `model`, walked here independently of the generator."""
+    names = set()
+    for name, field in model.model_fields.items():
+        names.add(field.alias or name)
+        for sub in _submodels(field.annotation):
+            if sub not in seen:
+                names |= _leaf_names(sub, seen | {model})
+    return names
+
+
+def test_every_schema_key_is_documented() -> None:
+    from orchestrator.sweep_schema import SweepConfig
+
+    page = (DOCS / "sweep-file.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"^\| `([^`]+)` \|", page, flags=re.MULTILINE))
+    last_parts = {key.rsplit(".", 1)[-1] for key in documented}
+    missing = _leaf_names(SweepConfig) - last_parts
+    assert not missing, f"sweep-file.md lacks the keys {sorted(missing)}"
+    for key in ("optim.lr", "profilers.latency.batch_sizes", "prune.ratio", "lora.rank"):
+        assert key in documented
+
+
+def test_every_declared_metric_is_documented(gen_docs: ModuleType) -> None:
+    from profilers.metric_registry import registered
+    from trainables.registry import load_metric_declarations
+
+    load_metric_declarations()
+    page = (DOCS / "profilers-and-metrics.md").read_text(encoding="utf-8")
+    missing = [name for name in registered() if f"| `{name}` |" not in page]
+    assert not missing, f"profilers-and-metrics.md lacks {missing}; run `make docs`"
+
+
+def test_readme_is_the_front_door() -> None:
+    text = README.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    assert len(lines) <= 200, f"README.md has {len(lines)} lines; the reference goes in docs/"
+    pages = sorted(p.name for p in DOCS.glob("*.md"))
+    assert len(pages) >= 6
+    unlinked = [name for name in pages if f"](docs/{name}" not in text]
+    assert not unlinked, f"README.md does not link {unlinked}"
+    assert "docs/img/quickstart_report.png" in text
+    assert "## How the code is laid out" in text
+
+
+def _slug(heading: str) -> str:
+    # GitHub's anchors: lower case, punctuation dropped (but - and _), spaces -> hyphens.
+    text = heading.strip().lower()
+    text = re.sub(r"[^\w\- ]", "", text)
+    return text.replace(" ", "-")
+
+
+def _anchors(path: Path) -> set[str]:
+    found: set[str] = set()
+    counts: dict[str, int] = {}
+    in_code = False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        if in_code or not line.startswith("#"):
+            continue
+        slug = _slug(line.lstrip("#"))
+        n = counts.get(slug, 0)
+        counts[slug] = n + 1
+        found.add(slug if n == 0 else f"{slug}-{n}")
+    return found
+
+
+@pytest.mark.parametrize("page", [README, *sorted(DOCS.glob("*.md"))], ids=lambda p: p.name)
+def test_links_point_somewhere(page: Path) -> None:
+    text = page.read_text(encoding="utf-8")
+    broken = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"[a-z]+://", target):
+            continue
+        file_part, _, anchor = target.partition("#")
+        dest = (page.parent / file_part).resolve() if file_part else page
+        if not dest.exists() or (anchor and dest.suffix == ".md" and anchor not in _anchors(dest)):
+            broken.append(target)
+    assert not broken, f"{page.name}: links that point nowhere: {broken}"
+
+
+def test_readme_layout_names_every_module_once() -> None:
+    """The README's code layout has one line per module: none missing, none that is gone."""
+    section = README.read_text(encoding="utf-8").split("## How the code is laid out", 1)[1]
+    listed = re.findall(
+        r"^\s+((?:orchestrator|trainables|profilers)/[\w/]+?(?:\.py|/))\s", section, re.M
+    )
+    assert len(listed) == len(set(listed)), "a module is listed twice"
+    gone = [m for m in listed if not (ROOT / m).exists()]
+    assert not gone, f"README.md lists modules that do not exist: {gone}"
+    modules = {
+        str(p.relative_to(ROOT))
+        for layer in ("orchestrator", "trainables", "profilers")
+        for p in (ROOT / layer).glob("*.py")
+        if p.name not in ("__init__.py", "__main__.py")
+    }
+    packages = {f"{p.parent.relative_to(ROOT)}/" for p in ROOT.glob("*/*/__init__.py")}
+    unlisted = sorted(modules - set(listed)) + sorted(
+        p
+        for p in packages
+        if p.split("/")[0] in ("orchestrator", "trainables", "profilers") and p not in listed
+    )
+    assert not unlisted, f"README.md's layout lacks {unlisted}"
