@@ -2,8 +2,10 @@
 
     python -m orchestrator SWEEP.yaml [--address ADDR] [--resume] [--smoke] [--output DIR]
     python -m orchestrator validate SWEEP.yaml [--smoke]
+    python -m orchestrator trial SWEEP.yaml [--stage NAME] [--index N] [--smoke]   (one trial, no Ray)
     python -m orchestrator train --model vit --batch_size 128 --lr 1e-3 --epochs 50 --phase 1 --device cpu
     python -m orchestrator report DIR [--out report.html]
+    python -m orchestrator models [PATTERN] [--json]     (aliases, timm and hf/ names; params, GMACs)
 
 Exit codes: 0 all trials finished; 1 some trial failed (the sweep still ran to the end);
 2 bad input (nothing written).
@@ -19,14 +21,15 @@ from typing import Any
 from orchestrator.sweep_schema import SweepConfig, SweepError
 
 EXIT_OK, EXIT_TRIAL_FAILED, EXIT_BAD_INPUT = 0, 1, 2
-SUBCOMMANDS = ("validate", "train", "report")
+SUBCOMMANDS = ("validate", "train", "report", "trial", "models")
 
 
 def _sweep_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m orchestrator",
         description="Run a sweep of vision-model trials on Ray Tune, profiled, into MLflow and "
-        "Parquet. Other commands: validate SWEEP.yaml | train --model ... | report DIR",
+        "Parquet. Other commands: validate SWEEP.yaml | trial SWEEP.yaml [--stage S] [--index N] "
+        "| train --model ... | report DIR",
     )
     p.add_argument("sweep", type=Path, help="sweep file (YAML)")
     _add_run_flags(p)
@@ -36,6 +39,12 @@ def _sweep_parser() -> argparse.ArgumentParser:
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", type=Path, default=Path("results"), help="results dir (results/)")
     p.add_argument("--address", default=None, help="join a Ray cluster (or set RAY_ADDRESS)")
+    p.add_argument(
+        "--storage",
+        default=None,
+        help="Ray Tune's checkpoints and experiment state: a path every node shares, or a URI "
+        "pyarrow/fsspec opens (s3://, gs://, ...); default <output>/_tune",
+    )
     p.add_argument("--resume", action="store_true", help="continue the last interrupted run")
     p.add_argument(
         "--smoke",
@@ -47,7 +56,12 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="where hub weights are unreachable, train from random init (recorded in the rows)",
     )
-    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default mlruns/)")
+    p.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (default: the sweep's mlflow.tracking_uri, else "
+        "$MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlruns/mlflow.db)",
+    )
     p.add_argument("--quiet", action="store_true", help="no live trial table")
     p.add_argument("--report", action="store_true", help="write <output>/report.html at the end")
 
@@ -56,7 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in SUBCOMMANDS:
         command, rest = argv[0], argv[1:]
-        return {"validate": _validate, "train": _train, "report": _report}[command](rest)
+        if command == "models":
+            from orchestrator.models_command import main as models_main
+
+            return models_main(rest)
+        return {"validate": _validate, "train": _train, "report": _report, "trial": _trial}[
+            command
+        ](rest)
     args = _sweep_parser().parse_args(argv)
     try:
         sweep, text = _load(args.sweep, smoke=args.smoke)
@@ -97,6 +117,7 @@ def execute(sweep: SweepConfig, sweep_text: str, args: argparse.Namespace) -> in
             resume=args.resume,
             tracking_uri=args.tracking_uri,
             verbose=0 if args.quiet else 1,
+            storage=getattr(args, "storage", None),
         )
     except SweepError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -203,6 +224,12 @@ def _train(argv: list[str]) -> int:
         no_pretrained=False,
     )
     return execute(sweep, yaml.safe_dump(data, sort_keys=False), run_args)
+
+
+def _trial(argv: list[str]) -> int:
+    from orchestrator.single_trial import main as trial_main
+
+    return trial_main(argv)
 
 
 def _report(argv: list[str]) -> int:

@@ -10,22 +10,28 @@ driver talks to MLflow, so workers on a cluster need neither the store nor its c
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import math
 import os
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
-from ray.tune.logger import LoggerCallback
 
+from orchestrator.parquet_sink import error_class
 from orchestrator.parquet_tables import flatten_params
-from orchestrator.results import error_text, split_result, start_columns
+from orchestrator.results import LoggerCallback, error_text, split_result, start_columns
 
 DEFAULT_STORE_DIR = "mlruns"
 MAX_PARAM_LEN = 6000  # MLflow's limit for a param value
 BATCH = 900  # MLflow accepts up to 1000 metrics per log_batch
+# Tag that ties the runs of one invocation together across `--resume` (a new driver process).
+INVOCATION_TAG = "lvmbench.invocation"
 
 
 def default_tracking_uri(base: Path | None = None) -> str:
@@ -57,11 +63,37 @@ def _artifact_location(tracking_uri: str, name: str) -> str | None:
     return f"{root}/{name}" if root else None
 
 
+@contextlib.contextmanager
+def store_lock(tracking_uri: str) -> Iterator[None]:
+    """An exclusive lock beside a local SQLite store (nothing for other stores)."""
+    prefix = "sqlite:///"
+    if not tracking_uri.startswith(prefix):
+        yield
+        return
+    db = Path(tracking_uri.removeprefix(prefix))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(f"{db.name}.lock"), "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _ms() -> int:
     return int(time.time() * 1000)
 
 
 class MlflowSink(LoggerCallback):
+    """Parent/child runs on MlflowClient, tagged with an invocation id that survives `--resume`.
+
+    Tune pickles its callbacks into the experiment directory, and `Tuner.restore` unpickles them:
+    the pickled sink keeps its config and `invocation_id`, not the live client. A restored sink
+    finds the parent and children of its invocation by tags and logs on into them; a metric
+    already logged at a step (the epoch a killed driver or worker reported after its last
+    checkpoint, the facts every new worker process sends again) is not logged twice.
+    """
+
     def __init__(
         self,
         tracking_uri: str,
@@ -75,6 +107,7 @@ class MlflowSink(LoggerCallback):
         self.sweep_file_text = sweep_file_text
         self.sweep_params = sweep_params
         self.tags = tags
+        self.invocation_id = uuid.uuid4().hex
         self._reset()
 
     def _reset(self) -> None:
@@ -85,9 +118,12 @@ class MlflowSink(LoggerCallback):
         self._tables: dict[str, dict[str, list[dict[str, Any]]]] = {}
         self._tag_values: dict[tuple[str, str], str] = {}
         self._last_step: dict[str, int] = {}
+        # run id -> step -> metric keys already logged there.
+        self._logged: dict[str, dict[int, set[str]]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
-        # Tune pickles callbacks into its experiment state: keep the config, not the live client.
+        # Tune pickles callbacks into its experiment state: keep the config and the invocation
+        # id, not the live client; the runs are found again by tags.
         state = dict(self.__dict__)
         for key in (
             "_client",
@@ -97,26 +133,61 @@ class MlflowSink(LoggerCallback):
             "_tables",
             "_tag_values",
             "_last_step",
+            "_logged",
         ):
             state.pop(key, None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self.__dict__.setdefault("invocation_id", uuid.uuid4().hex)
         self._reset()
 
     @property
     def client(self) -> MlflowClient:
         if self._client is None:
-            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+            with store_lock(self.tracking_uri):
+                # Opening a new SQLite store creates its tables; two sweeps starting at once on
+                # one store must not both run that migration.
+                client = MlflowClient(tracking_uri=self.tracking_uri)
+                client.search_experiments(max_results=1)
+            self._client = client
         return self._client
 
+    def _find_runs(self, role: str) -> list[Any]:
+        """This invocation's runs of `role` (sweep | trial), from an earlier driver of it."""
+        query = (
+            f"tags.`{INVOCATION_TAG}` = '{self.invocation_id}' and tags.`lvmbench.role` = '{role}'"
+        )
+        runs, token = [], None
+        while True:
+            page = self.client.search_runs(
+                [self._experiment_id],  # type: ignore[list-item]
+                filter_string=query,
+                max_results=1000,
+                page_token=token,
+            )
+            runs.extend(page)
+            token = page.token
+            if not token:
+                return runs
+
     def start_parent(self) -> str:
-        """Create the invocation's parent run (idempotent)."""
+        """Create the invocation's parent run, or find it again after `--resume` (idempotent)."""
         if self.parent_run_id is None:
             self._experiment_id = get_or_create_experiment(
                 self.client, self.sweep_name, self.tracking_uri
             )
+            earlier = self._find_runs("sweep")
+            if earlier:
+                run = min(earlier, key=lambda r: r.info.start_time)
+                self.parent_run_id = run.info.run_id
+                self._reopen(run)
+                for child in self._find_runs("trial"):
+                    trial_id = child.data.tags.get("lvmbench.trial_id")
+                    if trial_id:
+                        self._children.setdefault(trial_id, child.info.run_id)
+                return self.parent_run_id
             run = self.client.create_run(
                 self._experiment_id,
                 run_name=" ".join(
@@ -128,7 +199,7 @@ class MlflowSink(LoggerCallback):
                     )
                     if x
                 ),
-                tags={**self.tags, "lvmbench.role": "sweep"},
+                tags={**self.tags, "lvmbench.role": "sweep", INVOCATION_TAG: self.invocation_id},
             )
             self.parent_run_id = run.info.run_id
             params = [Param(k, str(v)[:MAX_PARAM_LEN]) for k, v in self.sweep_params.items()]
@@ -136,13 +207,23 @@ class MlflowSink(LoggerCallback):
             self.client.log_text(self.parent_run_id, self.sweep_file_text, "sweep.yaml")
         return self.parent_run_id
 
+    def _reopen(self, run: Any) -> None:
+        # A run ended by an earlier driver (an errored trial `--resume` runs again) runs again.
+        if run.info.status != "RUNNING":
+            self.client.update_run(run.info.run_id, status="RUNNING")
+
     def setup(self, **info: Any) -> None:
         self.start_parent()
 
     def log_trial_start(self, trial: Any) -> None:
-        if trial.trial_id in self._children:
-            return
         parent = self.start_parent()
+        if trial.trial_id in self._children:
+            run_id = self._children[trial.trial_id]
+            if run_id not in self._logged:
+                # First sight of this child in this driver: an earlier one created it.
+                self._load_logged(run_id)
+                self._reopen(self.client.get_run(run_id))
+            return
         params = flatten_params(trial.config)
         run = self.client.create_run(
             self._experiment_id,  # type: ignore[arg-type]
@@ -154,9 +235,11 @@ class MlflowSink(LoggerCallback):
                 "lvmbench.trial_id": trial.trial_id,
                 "lvmbench.trainable": str(params.get("trainable")),
                 "lvmbench.stage": str(params.get("stage")),
+                INVOCATION_TAG: self.invocation_id,
             },
         )
         self._children[trial.trial_id] = run.info.run_id
+        self._logged[run.info.run_id] = {}
         entries = [
             Param(k, ("" if v is None else str(v))[:MAX_PARAM_LEN]) for k, v in params.items()
         ]
@@ -168,8 +251,24 @@ class MlflowSink(LoggerCallback):
                 run.info.run_id, tags=[RunTag(k, str(v)) for k, v in start.items()]
             )
 
+    def _load_logged(self, run_id: str) -> None:
+        """Which metric was logged at which step, and the tags, from the run's stored history."""
+        run = self.client.get_run(run_id)
+        logged: dict[int, set[str]] = {}
+        for key in run.data.metrics:
+            for point in self.client.get_metric_history(run_id, key):
+                logged.setdefault(point.step, set()).add(key)
+        self._logged[run_id] = logged
+        epochs = [step for step, keys in logged.items() if "epoch" in keys]
+        if epochs:
+            self._last_step[run_id] = max(epochs)
+        for key, value in run.data.tags.items():
+            self._tag_values[(run_id, key)] = value
+
     def _run_id(self, trial: Any) -> str:
-        if trial.trial_id not in self._children:
+        if trial.trial_id not in self._children or self._children[trial.trial_id] not in (
+            self._logged
+        ):
             self.log_trial_start(trial)
         return self._children[trial.trial_id]
 
@@ -181,7 +280,7 @@ class MlflowSink(LoggerCallback):
             self._log(run_id, {**got.facts, **got.metrics}, self._last_step.get(run_id, 0))
         else:
             assert got.epoch is not None
-            self._last_step[run_id] = got.epoch
+            self._last_step[run_id] = max(got.epoch, self._last_step.get(run_id, 0))
             if got.facts:
                 self._log(run_id, got.facts, 0)
             self._log(run_id, got.metrics, got.epoch)
@@ -189,19 +288,28 @@ class MlflowSink(LoggerCallback):
             self._tables.setdefault(trial.trial_id, {}).setdefault(name, []).extend(rows)
 
     def _log(self, run_id: str, values: dict[str, Any], step: int) -> None:
-        """Numbers as metrics at `step` (one `log_batch` per 900), text as tags (changed ones)."""
+        """Numbers as metrics at `step` (one `log_batch` per 900), text as tags (changed ones).
+
+        A metric already at `step` is skipped: a retried trial reports again the epochs after
+        its last checkpoint, and MLflow would keep both points.
+        """
         now = _ms()
+        done = self._logged.setdefault(run_id, {}).setdefault(step, set())
         batch = [
             Metric(k, float(v), now, step)
             for k, v in values.items()
-            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            if isinstance(v, int | float)
+            and not isinstance(v, bool)
+            and math.isfinite(v)
+            and k not in done
         ]
+        done.update(m.key for m in batch)
         # MLflow metrics are numbers only: the environment, counters' names and the reasons for a
         # null become tags.
         tags = [
             RunTag(k, v[:5000])
             for k, v in values.items()
-            if isinstance(v, str) and self._tag_values.get((run_id, k)) != v
+            if isinstance(v, str) and self._tag_values.get((run_id, k)) != v[:5000]
         ]
         for tag in tags:
             self._tag_values[(run_id, tag.key)] = tag.value
@@ -217,7 +325,11 @@ class MlflowSink(LoggerCallback):
 
             self.client.log_text(run_id, pd.DataFrame(rows).to_csv(index=False), f"{name}.csv")
         if error:
-            self.client.log_batch(run_id, tags=[RunTag("lvmbench.error", error[:5000])])
+            tags = [RunTag("lvmbench.error", error[:5000])]
+            kind = error_class(error)
+            if kind:
+                tags.append(RunTag("lvmbench.error_type", kind))
+            self.client.log_batch(run_id, tags=tags)
             self.client.log_text(run_id, error, "error.txt")
         self.client.set_terminated(run_id, status=status)
 
@@ -230,5 +342,12 @@ class MlflowSink(LoggerCallback):
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         if self.parent_run_id is None:
             return
+        # Runs an earlier (killed) driver of this invocation left RUNNING end with their trial.
+        status_of = {t.trial_id: t.status for t in trials}
+        for trial_id, run_id in self._children.items():
+            if self.client.get_run(run_id).info.status != "RUNNING":
+                continue
+            ended = {"TERMINATED": "FINISHED", "ERROR": "FAILED"}
+            self.client.set_terminated(run_id, status=ended.get(status_of.get(trial_id), "KILLED"))
         failed = any(t.status == "ERROR" for t in trials)
         self.client.set_terminated(self.parent_run_id, status="FAILED" if failed else "FINISHED")

@@ -1,4 +1,5 @@
-"""Unreachable resources, found on the driver before Ray starts: hub weights and CIFAR files.
+"""Unreachable resources, found on the driver before Ray starts: hub weights, CIFAR files, and
+Hugging Face models and datasets (`hf/...`, which must then be in the local cache).
 
 Offline, `pretrained: true` makes every trial spend about a minute in hub retries and then fail,
 and a missing CIFAR folder fails every trial the same way. lvmbench checks once, up front:
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from orchestrator.sweep_schema import SweepConfig, SweepError
 from trainables.data import CIFAR_FOLDERS
-from trainables.model_names import TORCHVISION_PREFIX, resolve
+from trainables.model_names import HF_HUB_PREFIX, TORCHVISION_PREFIX, is_hf, resolve
 
 HUB_HOST = ("huggingface.co", 443)
 CIFAR_HOST = ("www.cs.toronto.edu", 443)
@@ -39,6 +40,10 @@ def reachable(host: tuple[str, int], timeout: float = 3.0) -> bool:
 def weights_cached(model_name: str, kwargs: dict) -> bool:
     """True when timm's hub weights for this model are already in the local Hugging Face cache."""
     name, _ = resolve(model_name, kwargs)
+    if is_hf(name):
+        from trainables.hf_models import hf_cached
+
+        return hf_cached(name)
     if name.startswith(TORCHVISION_PREFIX):
         return False
     try:
@@ -57,6 +62,27 @@ def weights_cached(model_name: str, kwargs: dict) -> bool:
     )
 
 
+def _check_hf(sweep: SweepConfig, names: list[str]) -> None:
+    """transformers models and `datasets` sets come from the local cache when the hub is
+    unreachable; nothing stands in for them, so a missing one is an error naming the cache."""
+    hub_models = [n for n in names if n.startswith(HF_HUB_PREFIX)]
+    data = sweep.dataset.name
+    if not hub_models and not data.startswith(HF_HUB_PREFIX):
+        return
+    from trainables.hf_data import hf_dataset_cached
+    from trainables.hf_models import hf_cached, hub_cache
+
+    missing = [n for n in hub_models if not hf_cached(n)]
+    if data.startswith(HF_HUB_PREFIX) and not hf_dataset_cached(data):
+        missing.append(f"dataset {data}")
+    if missing and not reachable(HUB_HOST):
+        raise SweepError(
+            f"model.name / dataset.name: {', '.join(missing)} not in the local Hugging Face cache "
+            f"({hub_cache()}) and the hub is unreachable (or HF_HUB_OFFLINE is set). Fetch them "
+            "where the hub is reachable, or save them locally and use 'hf:<path>'."
+        )
+
+
 def cifar_present(name: str, root: str) -> bool:
     return (Path(root) / CIFAR_FOLDERS[name]).is_dir()
 
@@ -69,8 +95,17 @@ def check_offline(sweep: SweepConfig, *, swap_weights: bool, swap_data: bool) ->
     searched = sweep.search.get("model.name")
     if searched is not None and searched.kind in ("grid", "choice"):
         names = [str(n) for n in searched.value]
-    if sweep.model.pretrained is True:
-        missing = [n for n in names if not weights_cached(n, sweep.model.kwargs)]
+    # A grid over whole `model` mappings: each entry names its model and its own `pretrained`.
+    whole = sweep.search.get("model")
+    entries = [m for m in (whole.value if whole and whole.kind in ("grid", "choice") else [])]
+    entries = [m for m in entries if isinstance(m, dict)]
+    if entries:
+        names = [str(m.get("name", sweep.model.name)) for m in entries]
+    _check_hf(sweep, names)
+    wanted = [n for n in names if sweep.model.pretrained is True and not entries]
+    wanted += [str(m.get("name")) for m in entries if m.get("pretrained") is True]
+    if wanted:
+        missing = [n for n in wanted if not weights_cached(n, sweep.model.kwargs)]
         if missing and not reachable(HUB_HOST):
             if not swap_weights:
                 raise SweepError(
@@ -79,6 +114,10 @@ def check_offline(sweep: SweepConfig, *, swap_weights: bool, swap_data: bool) ->
                     "random init (recorded in the rows), or set model.pretrained to a local file."
                 )
             out.model.pretrained = False
+            out_whole = out.search.get("model")
+            for entry in out_whole.value if out_whole is not None and entries else []:
+                if isinstance(entry, dict) and entry.get("pretrained") is True:
+                    entry["pretrained"] = False
             notes.append(f"model.pretrained: true -> false (hub unreachable; {', '.join(missing)})")
     ds = sweep.dataset
     unreachable = not (ds.download and reachable(CIFAR_HOST))

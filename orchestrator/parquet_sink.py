@@ -10,10 +10,9 @@ from what is on disk plus the new results, keyed by epoch, so no row is lost or 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 from typing import Any
-
-from ray.tune.logger import LoggerCallback
 
 from orchestrator.parquet_tables import (
     PARAM_COLUMNS,
@@ -21,12 +20,29 @@ from orchestrator.parquet_tables import (
     PartitionedTable,
     flatten_params,
 )
-from orchestrator.results import error_text, split_result, start_columns
+from orchestrator.results import LoggerCallback, error_text, split_result, start_columns
 
 # Best-of-trial summaries: metric -> "max" or "min".
 BEST_OF = {"val/acc": "max", "val/f1_macro": "max", "val/loss": "min", "train/acc": "max"}
 # Columns of a trials row that are not facts a trial reported.
-_ROW_KEYS = {"status", "error", "epochs_completed", "started_at", "ended_at"}
+_ROW_KEYS = {"status", "error", "error_type", "epochs_completed", "started_at", "ended_at"}
+# The exception line of a traceback: `ValueError: ...`, `torch.OutOfMemoryError: ...`, or Ray's
+# `ray.exceptions.RayTaskError(ValueError): ...` around the trial's own exception.
+_EXCEPTION_LINE = re.compile(
+    r"^\s*(?P<outer>[A-Za-z_][\w.]*)(?:\((?P<inner>[A-Za-z_][\w.]*)\))?(?::\s|:?$)"
+)
+
+
+def error_class(error: str | None) -> str | None:
+    """The exception class a trial died of, from its error text (the innermost one Ray names)."""
+    for line in reversed((error or "").splitlines()):
+        m = _EXCEPTION_LINE.match(line)
+        if m is None:
+            continue
+        name = m["inner"] or m["outer"]
+        if m["inner"] or re.search(r"(Error|Exception|Interrupt|Exit)$", name):
+            return name
+    return None
 
 
 def summarize_trial(
@@ -40,6 +56,7 @@ def summarize_trial(
     row = dict(base)
     row["status"] = status
     row["error"] = error
+    row["error_type"] = error_class(error)
     row["epochs_completed"] = sum(1 for r in epoch_rows if int(r.get("epoch") or 0) > 0)
     row.update(facts or {})
     if epoch_rows:

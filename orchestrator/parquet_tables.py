@@ -4,13 +4,21 @@
 table must carry the same columns with the same types. `PartitionedTable` keeps the union of
 columns; when a new column (or a wider type) shows up, it rewrites the table's other parts once.
 Parts are written atomically (hidden tmp file + rename); pyarrow ignores the hidden names.
+
+Several sweeps may write into one output folder at once (their parts differ: sweep + trial), so a
+schema change is one critical section across processes: an exclusive `fcntl` lock on the table's
+hidden `.lock` file around every part write, and the table-wide schema in a hidden `.schema.json`
+that each writer merges before it writes, so no writer drops a column another one added.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, get_args, get_origin
 
@@ -154,15 +162,64 @@ def safe_part_name(name: str) -> str:
 class PartitionedTable:
     """One table: `<root>/<name>/<part>.parquet`, one part per trial."""
 
+    SCHEMA_FILE = ".schema.json"
+    LOCK_FILE = ".lock"
+
     def __init__(self, root: Path, name: str, fixed: dict[str, pa.DataType] | None = None) -> None:
         self.dir = root / name
         self.schema: dict[str, pa.DataType] = dict(BASE_COLUMNS)
         self.schema.update(fixed or {})
+        self._schema_stamp: tuple[int, int] | None = None
         if self.dir.is_dir():
             for part in sorted(self.dir.glob("*.parquet")):
-                for field in pq.read_schema(part):
-                    old = self.schema.get(field.name)
-                    self.schema[field.name] = field.type if old is None else _wider(old, field.type)
+                self._merge(pq.read_schema(part))
+
+    def _merge(self, fields: Any) -> bool:
+        """Widen the schema by `fields` (name -> type pairs or pyarrow fields); True if it grew."""
+        changed = False
+        for field in fields:
+            name, typ = (field.name, field.type) if isinstance(field, pa.Field) else field
+            old = self.schema.get(name)
+            new = typ if old is None else _wider(old, typ)
+            if new != old:
+                self.schema[name] = new
+                changed = True
+        return changed
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / self.LOCK_FILE, "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _schema_path(self) -> Path:
+        return self.dir / self.SCHEMA_FILE
+
+    def _load_shared_schema(self) -> None:
+        """Columns other writers (other sweeps, other processes) added since we last looked."""
+        path = self._schema_path()
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return
+        stamp = (st.st_mtime_ns, st.st_size)
+        if stamp == self._schema_stamp:
+            return
+        stored = json.loads(path.read_text(encoding="utf-8"))
+        self._merge((k, pa.type_for_alias(v)) for k, v in stored.items())
+        self._schema_stamp = stamp
+
+    def _save_shared_schema(self) -> None:
+        path = self._schema_path()
+        tmp = path.with_name(f"{path.name}.tmp")
+        tmp.write_text(json.dumps({k: str(t) for k, t in self.schema.items()}), encoding="utf-8")
+        os.replace(tmp, path)
+        st = path.stat()
+        self._schema_stamp = (st.st_mtime_ns, st.st_size)
 
     def part_path(self, part: str) -> Path:
         return self.dir / f"{safe_part_name(part)}.parquet"
@@ -172,25 +229,25 @@ class PartitionedTable:
         return pq.read_table(path).to_pylist() if path.exists() else []
 
     def write_part(self, part: str, rows: list[dict[str, Any]]) -> Path:
-        changed = False
-        for row in rows:
-            for key, value in row.items():
-                typ = _value_type(key, value)
-                old = self.schema.get(key)
-                if old is None:
-                    # A column seen only as null so far gets a float type until a value says otherwise.
-                    self.schema[key] = typ or pa.float64()
-                    changed = True
-                elif typ is not None and _wider(old, typ) != old:
-                    self.schema[key] = _wider(old, typ)
-                    changed = True
-        self.dir.mkdir(parents=True, exist_ok=True)
         target = self.part_path(part)
-        if changed:
-            for other in self.dir.glob("*.parquet"):
-                if other != target:
-                    self._write(other, pq.read_table(other).to_pylist())
-        self._write(target, rows)
+        with self._locked():
+            self._load_shared_schema()
+            new: list[tuple[str, pa.DataType]] = []
+            for row in rows:
+                for key, value in row.items():
+                    typ = _value_type(key, value)
+                    # A column seen only as null so far gets a float type until a value says
+                    # otherwise.
+                    if key not in self.schema or typ is not None:
+                        new.append((key, typ or self.schema.get(key) or pa.float64()))
+            changed = self._merge(new)
+            if changed:
+                for other in self.dir.glob("*.parquet"):
+                    if other != target:
+                        self._write(other, pq.read_table(other).to_pylist())
+            if changed or self._schema_stamp is None:
+                self._save_shared_schema()
+            self._write(target, rows)
         return target
 
     def _write(self, path: Path, rows: list[dict[str, Any]]) -> None:
@@ -200,6 +257,6 @@ class PartitionedTable:
             for k, t in self.schema.items()
         }
         table = pa.Table.from_pydict(columns, schema=schema)
-        tmp = path.with_name(f".{path.name}.tmp")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         pq.write_table(table, tmp)
         os.replace(tmp, path)

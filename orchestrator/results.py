@@ -3,6 +3,10 @@
 A trainable sends three kinds of report (`trainables.reporting`): epoch reports, per-trial facts
 riding once with the first of them, and one trial-end report. Ray Tune adds its own bookkeeping
 keys to each. `split_result` separates them so every sink treats them alike.
+
+Ray is optional here: `python -m orchestrator trial` runs one trial in-process on machines
+without it, feeding the same sinks. The sinks derive from `LoggerCallback`, Tune's callback class
+when Ray is installed and a plain base class otherwise (the driver calls the same hooks).
 """
 
 from __future__ import annotations
@@ -11,9 +15,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ray.tune.result import AUTO_RESULT_KEYS
-
 from trainables.reporting import FACTS_KEY, FINAL_KEY, TABLES_KEY, Tables
+
+try:
+    from ray.tune.logger import LoggerCallback
+    from ray.tune.result import AUTO_RESULT_KEYS
+except ImportError:  # no Ray: results come from `orchestrator.single_trial`, without Tune's keys
+    AUTO_RESULT_KEYS = ()
+
+    class LoggerCallback:  # type: ignore[no-redef]
+        """The hooks the sinks implement, as `orchestrator.single_trial` calls them."""
+
+        def log_trial_start(self, trial: Any) -> None: ...
+
+        def log_trial_result(self, iteration: int, trial: Any, result: dict[str, Any]) -> None: ...
+
+        def log_trial_end(self, trial: Any, failed: bool = False) -> None: ...
+
 
 TUNE_KEYS = frozenset(AUTO_RESULT_KEYS) | {
     "done",
@@ -21,6 +39,8 @@ TUNE_KEYS = frozenset(AUTO_RESULT_KEYS) | {
     "experiment_tag",
     "should_checkpoint",
     "time_total_s",
+    # Added by ray.tune.integration.ray_train.TuneReportCallback (multi-worker trials).
+    "checkpoint_path",
     TABLES_KEY,
     FACTS_KEY,
     FINAL_KEY,
@@ -38,7 +58,8 @@ class TrialResult:
 
 def split_result(result: dict[str, Any]) -> TrialResult:
     final = bool(result.get(FINAL_KEY))
-    metrics = {k: v for k, v in result.items() if k not in TUNE_KEYS}
+    # A final report repeats the last epoch's metrics for Tune's own display: not new figures.
+    metrics = {} if final else {k: v for k, v in result.items() if k not in TUNE_KEYS}
     epoch = None
     if not final:
         epoch = int(metrics.get("epoch", result.get("training_iteration", 0)))

@@ -74,4 +74,24 @@ def print_summary(
         f"tables:  pandas.read_parquet('{output / 'epochs'}')  (also trials/, latency/ ...)"
     )
     console.print(f"mlflow:  mlflow ui --backend-store-uri {uri}")
+    link = runs_link(uri, sweep.name)
+    if link:
+        # MLflow 3 opens an experiment on its GenAI overview ("0 traces"): link the runs view.
+        console.print(f"         then open {link}")
     console.print(f"report:  python -m orchestrator report {output}")
+
+
+MLFLOW_UI = "http://127.0.0.1:5000"
+
+
+def runs_link(tracking_uri: str, sweep_name: str, ui: str = MLFLOW_UI) -> str | None:
+    """The `mlflow ui` address of the sweep's runs view (`#/experiments/<id>/runs`), or None."""
+    try:
+        from mlflow.tracking import MlflowClient
+
+        experiment = MlflowClient(tracking_uri).get_experiment_by_name(sweep_name)
+    except Exception:  # the summary must print even when the store cannot be read
+        return None
+    if experiment is None:
+        return None
+    return f"{ui}/#/experiments/{experiment.experiment_id}/runs"

@@ -7,13 +7,14 @@ import itertools
 import json
 from typing import Any
 
-from ray import tune
-
 from orchestrator.dotted_keys import set_path
 from orchestrator.sweep_schema import SweepConfig
 
 
 def tune_space(spec_kind: str, value: Any) -> Any:
+    # Imported here: `expand` and `trial_config` serve `validate` and the Ray-free `trial` command.
+    from ray import tune
+
     if spec_kind == "grid":
         return tune.grid_search(list(value))
     if spec_kind == "choice":

@@ -20,6 +20,8 @@ SMOKE_LATENCY_REPEATS = 3
 SMOKE_LATENCY_POINT_S = 2.0
 # Pruning sensitivity: layers x ratios evaluations; two ratios on a few images prove the path.
 SMOKE_SENSITIVITY_SAMPLES = 32
+# Bench: timed training steps per point (the fewest the bench accepts).
+SMOKE_BENCH_STEPS = 3
 
 
 def apply_smoke(sweep: SweepConfig) -> SweepConfig:
@@ -27,7 +29,8 @@ def apply_smoke(sweep: SweepConfig) -> SweepConfig:
 
     One epoch of at most 3 batches of at most 4 images on a 128-image subset; latency at one point
     (the smallest batch, the first input size); FLOPs at the first input size; pruning scans the
-    smallest and largest ratio on 32 images and recovers for at most one epoch. A ViT-B at 224
+    smallest and largest ratio on 32 images and recovers for at most one epoch; the bench times
+    the smallest batch at the first precision, one warm-up and 3 timed steps. A ViT-B at 224
     must get through in minutes on 2 CPU cores.
     """
     out = sweep.model_copy(deep=True)
@@ -65,4 +68,14 @@ def apply_smoke(sweep: SweepConfig) -> SweepConfig:
     # The samples cap the scan; a batch cap written for the full study must not cut it further.
     prune.sensitivity_max_batches = None
     prune.recover_epochs = min(prune.recover_epochs, optim.epochs)
+
+    # Bench: the smallest batch, the first precision, one warm-up step and the fewest timed ones.
+    bench = out.bench
+    sizes = bench.batch_sizes or (latency.batch_sizes if latency is not None else [1])
+    bench.batch_sizes = [min(sizes)]
+    if bench.precisions:
+        bench.precisions = bench.precisions[:1]
+    bench.warmup = min(bench.warmup, SMOKE_LATENCY_WARMUP)
+    bench.steps = min(bench.steps, SMOKE_BENCH_STEPS)
+    bench.max_point_s = min(bench.max_point_s or SMOKE_LATENCY_POINT_S, SMOKE_LATENCY_POINT_S)
     return out

@@ -329,6 +329,7 @@ def run_plan(
     resume: bool = False,
     tracking_uri: str | None = None,
     verbose: int = 1,
+    storage: str | None = None,
 ) -> list[Any]:
     """Run the plan on Ray Tune: one `run_sweep` per stage, in order; their `SweepOutcome`s.
 
@@ -349,10 +350,12 @@ def run_plan(
             output=output,
             sweep_text=sweep_text,
             address=address,
-            resume=resume and (first or bool(experiment_dirs(output, stage_run_name(stage.sweep)))),
+            resume=resume
+            and (first or bool(experiment_dirs(output, stage_run_name(stage.sweep), storage))),
             tracking_uri=tracking_uri,
             verbose=verbose,
             space_overrides=overrides,
+            storage=storage,
         )
 
     def collect(outcome: Any, metric: str, mode: str) -> list[StageCheckpoint]:

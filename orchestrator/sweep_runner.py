@@ -1,11 +1,13 @@
 """Ray Tune wiring: one validated sweep -> Tuner(trainable, param_space, TuneConfig, RunConfig).
 
-Trials run in fresh worker processes (no actor reuse: clean measurements); the MLflow and Parquet
-sinks run on the driver as Tune callbacks, so a cluster needs no shared disk for results.
+Trials run in reused worker processes, each from a clean start (`isolation: reuse`, the default),
+or each in a fresh process (`isolation: process`); the MLflow and Parquet sinks run on the driver
+as Tune callbacks, so a cluster needs no shared disk for results.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
@@ -22,7 +24,7 @@ from orchestrator.mlflow_sink import MlflowSink, default_tracking_uri
 from orchestrator.parquet_sink import ParquetSink
 from orchestrator.search_space import param_space
 from orchestrator.sweep_schema import SweepConfig, SweepError
-from orchestrator.trial_runner import run_trial
+from orchestrator.train_workers import DRIVER_CPU, trial_demand, trial_trainable
 
 TUNE_DIR = "_tune"
 
@@ -60,12 +62,50 @@ def init_ray(address: str | None) -> None:
     root = str(Path(__file__).resolve().parent.parent)
     pythonpath = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
     os.environ["PYTHONPATH"] = pythonpath
+    address = address or os.environ.get("RAY_ADDRESS") or None
     ray.init(
-        address=address or os.environ.get("RAY_ADDRESS") or None,
+        address=address,
         include_dashboard=False,
         logging_level="WARNING",
+        # Workers' own output stays in Ray's session logs; the terminal shows the live table.
+        log_to_driver=False,
+        # A cluster's workers were started by `ray start`, not from this shell: the job's
+        # runtime environment hands them the path to import lvmbench from (RAY_ADDRESS too).
         runtime_env={"env_vars": {"PYTHONPATH": pythonpath}} if address else None,
     )
+
+
+RAY_LOG = "ray.log"
+# Loggers whose records go to <output>/ray.log instead of the terminal while a sweep runs.
+ROUTED_LOGGERS = ("ray", "mlflow", "alembic", "py.warnings")
+
+
+def route_logs(log_file: Path) -> None:
+    """Ray's, Tune's and MLflow's own warnings (token authentication, state snapshots, database
+    set-up) and Python warnings go to `log_file`: while a sweep runs, the live table is what the
+    terminal shows. Workers' output stays in Ray's session logs (`/tmp/ray/session_*/logs`)."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    logging.captureWarnings(True)
+    handler: logging.Handler | None = None
+    for name in ROUTED_LOGGERS:
+        logger = logging.getLogger(name)
+        for old in list(logger.handlers):
+            if getattr(old, "baseFilename", None) == str(log_file.resolve()):
+                handler = old
+            elif getattr(old, "lvmbench_route", False) or (
+                isinstance(old, logging.StreamHandler) and not isinstance(old, logging.FileHandler)
+            ):
+                # The terminal, or an earlier sweep's log file in this process.
+                logger.removeHandler(old)
+        if handler is None:
+            handler = logging.FileHandler(log_file, encoding="utf-8")
+            handler.lvmbench_route = True  # type: ignore[attr-defined]
+            handler.setFormatter(
+                logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+            )
+        if handler not in logger.handlers:
+            logger.addHandler(handler)
+        logger.propagate = False
 
 
 def stage_run_name(sweep: SweepConfig) -> str:
@@ -73,43 +113,83 @@ def stage_run_name(sweep: SweepConfig) -> str:
     return sweep.name if sweep.stage is None else f"{sweep.name}-{sweep.stage}"
 
 
-def experiment_dirs(output: Path, name: str) -> list[Path]:
-    """Earlier runs of `name` (`<name>-<YYYYmmdd-HHMMSS>`), oldest first."""
-    root = output / TUNE_DIR
-    if not root.is_dir():
-        return []
+def storage_root(output: Path, storage: str | None = None) -> str:
+    """Ray Tune's storage path: `--storage` (a shared path or a pyarrow/fsspec URI), else
+    `<output>/_tune`. Only checkpoints and Tune's experiment state go there; the sinks write
+    the tables and MLflow from the driver."""
+    if storage is None:
+        return str(output.resolve() / TUNE_DIR)
+    if "://" in storage:
+        return storage.rstrip("/")
+    return str(Path(storage).expanduser().resolve())
+
+
+def experiment_dirs(output: Path, name: str, storage: str | None = None) -> list[str]:
+    """Earlier runs of `name` (`<name>-<YYYYmmdd-HHMMSS>`) in the storage, oldest first."""
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+
+    root = storage_root(output, storage)
+    try:
+        fs, path = pafs.FileSystem.from_uri(root if "://" in root else Path(root).as_uri())
+        infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    except (OSError, pa.ArrowException) as err:
+        raise SweepError(f"--storage {root}: cannot list it ({err})") from err
     pattern = re.compile(re.escape(name) + r"-\d{8}-\d{6}")
-    found = [p for p in root.iterdir() if p.is_dir() and pattern.fullmatch(p.name)]
-    return sorted(found, key=lambda p: p.name)
+    found = [
+        i.base_name
+        for i in infos
+        if i.type == pafs.FileType.Directory and pattern.fullmatch(i.base_name)
+    ]
+    return [f"{root}/{n}" for n in sorted(found)]
 
 
 def check_resources(sweep: SweepConfig, *, local: bool) -> SweepConfig:
-    """A trial asking for more than the cluster has would wait forever: say so before it starts."""
+    """A trial asking for more than the cluster has would wait forever: say so before it starts.
+
+    A multi-worker trial takes `workers` x the per-worker resources plus its driver's sliver.
+    """
     import ray
 
+    res = sweep.resources
     have = ray.cluster_resources()
     problems = []
-    for key, ray_key in (("cpu", "CPU"), ("gpu", "GPU")):
-        want = getattr(sweep.resources, key)
+    for ray_key, want in trial_demand(res).items():
         avail = float(have.get(ray_key, 0.0))
         if want > avail:
-            problems.append((key, want, avail))
+            problems.append((ray_key, want, avail))
+    multi = res.workers > 1
+    keys = {"CPU": "cpu", "GPU": "gpu"}
+    if multi:
+        keys = {"CPU": "cpu_per_worker", "GPU": "gpu_per_worker"}
     if not problems or not local:
-        for key, want, avail in problems:
-            print(f"warning: resources.{key}: {want} per trial, the cluster has {avail} now")
+        for ray_key, want, avail in problems:
+            print(f"warning: resources: {want:g} {ray_key} per trial, the cluster has {avail:g}")
         return sweep
     if sweep.smoke:
         out = sweep.model_copy(deep=True)
-        for key, want, avail in problems:
+        for ray_key, _, avail in problems:
             # A smoke run proves the sweep runs here; it takes what this machine has.
-            capped = avail if key == "gpu" else max(1.0, avail)
-            print(f"smoke: resources.{key} {want} -> {capped} (this machine has {avail})")
+            if multi:
+                spare = avail - DRIVER_CPU if ray_key == "CPU" else avail
+                capped = spare / res.workers
+            else:
+                capped = avail if ray_key == "GPU" else max(1.0, avail)
+            key = keys[ray_key]
+            print(f"smoke: resources.{key} -> {capped:g} (this machine has {avail:g} {ray_key})")
             setattr(out.resources, key, capped)
         return out
-    key, want, avail = problems[0]
+    ray_key, want, avail = problems[0]
+    key = keys[ray_key]
+    what = f"{want:g}"
+    if multi:
+        per = res.worker_cpu if ray_key == "CPU" else res.worker_gpu
+        driver = f" + {DRIVER_CPU} for its driver" if ray_key == "CPU" else ""
+        what = f"{res.workers} workers x {per:g}{driver} = {want:g}"
     raise SweepError(
-        f"resources.{key}: each trial asks for {want} but this machine has {avail}; lower "
-        f"resources.{key} (fractions share a device) or join a cluster with --address"
+        f"resources.{key}: each trial asks for {what} {ray_key} but this machine has "
+        f"{avail:g}; lower resources.{key} (fractions share a device) or join a cluster with "
+        "--address"
     )
 
 
@@ -123,6 +203,7 @@ def run_sweep(
     tracking_uri: str | None = None,
     verbose: int = 1,
     space_overrides: dict[str, Any] | None = None,
+    storage: str | None = None,
 ) -> SweepOutcome:
     """Run one sweep (or one stage of a staged sweep) on Ray Tune.
 
@@ -133,21 +214,20 @@ def run_sweep(
 
     output = output.resolve()
     tracking_uri = tracking_uri or sweep.mlflow.tracking_uri or default_tracking_uri()
-    restore_from: Path | None = None
+    restore_from: str | None = None
     if resume:
-        found = experiment_dirs(output, stage_run_name(sweep))
-        if not found or not tune.Tuner.can_restore(str(found[-1])):
+        found = experiment_dirs(output, stage_run_name(sweep), storage)
+        if not found or not tune.Tuner.can_restore(found[-1]):
             raise SweepError(
-                f"--resume: no interrupted sweep named {sweep.name!r} under {output / TUNE_DIR}; "
-                "run it without --resume first"
+                f"--resume: no interrupted sweep named {sweep.name!r} under "
+                f"{storage_root(output, storage)}; run it without --resume first"
             )
         restore_from = found[-1]
 
+    route_logs(output / RAY_LOG)
     init_ray(address)
     sweep = check_resources(sweep, local=not (address or os.environ.get("RAY_ADDRESS")))
-    trainable = tune.with_resources(
-        run_trial, {"cpu": sweep.resources.cpu, "gpu": sweep.resources.gpu}
-    )
+    trainable = trial_trainable(sweep.resources, max_failures=sweep.max_failures)
     mlflow_sink = MlflowSink(
         tracking_uri=tracking_uri,
         sweep_name=sweep.name,
@@ -172,11 +252,17 @@ def run_sweep(
         tuner = tune.Tuner.restore(
             str(restore_from), trainable, resume_unfinished=True, resume_errored=True
         )
+        # The restored run config carries the pickled sinks: that MLflow sink holds the
+        # invocation id its parent and child runs are found again by.
+        restored = getattr(getattr(tuner, "_local_tuner", None), "get_run_config", None)
+        for callback in (restored().callbacks or []) if restored else []:
+            if isinstance(callback, MlflowSink):
+                mlflow_sink = callback
     else:
         checkpoint = sweep.checkpoint
         run_config = tune.RunConfig(
             name=f"{stage_run_name(sweep)}-{time.strftime('%Y%m%d-%H%M%S')}",
-            storage_path=str(output / TUNE_DIR),
+            storage_path=storage_root(output, storage),
             failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
             checkpoint_config=tune.CheckpointConfig(
                 num_to_keep=checkpoint.num_to_keep,
@@ -198,7 +284,9 @@ def run_sweep(
                 num_samples=sweep.num_samples,
                 scheduler=_scheduler(sweep),
                 max_concurrent_trials=sweep.max_concurrent_trials,
-                reuse_actors=False,
+                # A worker imports torch and timm once and runs trial after trial, each from a
+                # clean start (trainables.trial_scope); `isolation: process` gives each its own.
+                reuse_actors=sweep.isolation == "reuse",
             ),
             run_config=run_config,
         )

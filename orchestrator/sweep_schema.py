@@ -23,6 +23,7 @@ from trainables.trial_config import StartConfig, Strict, TrialConfig
 
 SEARCH_KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
 STAGE_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+SWEEP_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
 # Sweep keys a stage cannot set: stages do not nest, and the runner sets `stage` and `start`.
 NOT_STAGE_KEYS = ("stages", "stage", "start")
 # The custom pydantic error type of a stage key that is not a sweep key (see `StageSpec`).
@@ -79,8 +80,49 @@ class AshaConfig(Strict):
 
 
 class ResourcesConfig(Strict):
+    """What one trial asks Ray for: one process (`cpu`, `gpu`), or `workers` data-parallel
+    processes with `cpu_per_worker` / `gpu_per_worker` each (a Ray Train TorchTrainer)."""
+
     cpu: float = Field(1.0, gt=0, description="CPU cores per trial (also torch threads)")
     gpu: float = Field(0.0, ge=0, description="GPUs per trial; fractions share a GPU")
+    workers: int = Field(
+        1, ge=1, description="training processes per trial; > 1 runs DDP under Ray Train"
+    )
+    cpu_per_worker: float | None = Field(
+        None, gt=0, description="with workers > 1: CPU cores per worker (default 1)"
+    )
+    gpu_per_worker: float | None = Field(
+        None, ge=0, description="with workers > 1: GPUs per worker (default 0)"
+    )
+
+    @model_validator(mode="after")
+    def _one_form(self) -> ResourcesConfig:
+        per_worker = [
+            k for k in ("cpu_per_worker", "gpu_per_worker") if getattr(self, k) is not None
+        ]
+        # By value, not by "was it written": stages re-validate a dumped sweep, defaults included.
+        defaults = {"cpu": 1.0, "gpu": 0.0}
+        single = [k for k, v in defaults.items() if getattr(self, k) != v]
+        if self.workers == 1 and per_worker:
+            raise ValueError(
+                f"{', '.join(per_worker)} needs workers > 1; for one worker use cpu / gpu"
+            )
+        if self.workers > 1 and single:
+            raise ValueError(
+                f"with workers: {self.workers}, give cpu_per_worker / gpu_per_worker instead of "
+                f"{' / '.join(single)} (cpu / gpu are the one-worker form)"
+            )
+        return self
+
+    @property
+    def worker_cpu(self) -> float:
+        """CPU cores each training process gets."""
+        return self.cpu if self.workers == 1 else (self.cpu_per_worker or 1.0)
+
+    @property
+    def worker_gpu(self) -> float:
+        """GPUs each training process gets."""
+        return self.gpu if self.workers == 1 else (self.gpu_per_worker or 0.0)
 
 
 class MlflowConfig(Strict):
@@ -155,10 +197,27 @@ class SweepConfig(TrialConfig):
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     max_concurrent_trials: int | None = Field(None, ge=1)
     max_failures: int = Field(0, ge=0, description="retries of a failed trial")
+    isolation: Literal["reuse", "process"] = Field(
+        "reuse",
+        description="reuse: trials run one after another in reused worker processes, each from a "
+        "clean start (fast: no new process per trial); process: a fresh process per trial",
+    )
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
     stages: list[StageSpec] | None = Field(
         None, description="optional: stages run in order, each a sweep of its own (docs: stages)"
     )
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_path_component(cls, name: str) -> str:
+        # The name becomes a folder (Ray's experiment dir), a Parquet part name and an MLflow
+        # experiment: nothing that could climb out of --output.
+        if not SWEEP_NAME.match(name):
+            raise ValueError(
+                "a sweep name is letters, digits, -, _ and . (not first), e.g. lora_ranks; "
+                "set `name:` in the file"
+            )
+        return name
 
     @field_validator("start")
     @classmethod
@@ -169,6 +228,15 @@ class SweepConfig(TrialConfig):
                 "model.pretrained or finetune.checkpoint"
             )
         return start
+
+    @model_validator(mode="after")
+    def _workers_need_a_loader(self) -> SweepConfig:
+        if self.resources.workers > 1 and self.dataset.on_device:
+            raise ValueError(
+                f"resources.workers: {self.resources.workers} shards the DataLoaders over the "
+                "workers; dataset.on_device: true runs in one process: set on_device: false"
+            )
+        return self
 
     def trial_dict(self) -> dict[str, Any]:
         """The part of the sweep a trial sees, as plain JSON-able data."""
@@ -237,17 +305,48 @@ def _model_of(annotation: Any) -> Any:
     return None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor` merges; its keys may be overridden on purpose
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"duplicate key {key!r} (first at line {seen[key]}, again at line {line}); "
+                    "keep one",
+                    key_node.start_mark,
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def parse_sweep_text(
-    text: str, *, source: str = "<sweep>", default_name: str = "sweep"
+    text: str,
+    *,
+    source: str = "<sweep>",
+    default_name: str = "sweep",
+    allow_empty: bool = True,
 ) -> SweepConfig:
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: safe
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or str(err)
         raise SweepError(f"{source}: malformed YAML{where}: {problem}") from err
     if data is None:
+        if not allow_empty:
+            raise SweepError(
+                f"{source}: the file is empty (no keys); write at least `name:` and `trainable:` "
+                "(see sweeps/quickstart.yaml)"
+            )
         data = {}
     if not isinstance(data, dict):
         raise SweepError(
@@ -262,9 +361,16 @@ def load_sweep(path: str | Path) -> SweepConfig:
     path = Path(path)
     if not path.is_file():
         raise SweepError(f"{path}: no such sweep file")
-    return parse_sweep_text(
-        path.read_text(encoding="utf-8"), source=str(path), default_name=path.stem
-    )
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise SweepError(
+            f"{path}: line {line}: not UTF-8 text (byte 0x{raw[err.start]:02x} at offset "
+            f"{err.start}); save the sweep file as UTF-8"
+        ) from err
+    return parse_sweep_text(text, source=str(path), default_name=path.stem, allow_empty=False)
 
 
 def validate_sweep_dict(data: dict[str, Any], *, source: str = "<sweep>") -> SweepConfig:
@@ -274,7 +380,55 @@ def validate_sweep_dict(data: dict[str, Any], *, source: str = "<sweep>") -> Swe
         raise SweepError(f"{source}: invalid sweep file\n{format_validation_error(err)}") from err
     _check_search(sweep, source)
     # Relative paths are relative to where the user runs the command; Ray trials run elsewhere.
-    return sweep.resolve_paths(Path.cwd())
+    resolved = sweep.resolve_paths(Path.cwd())
+    _check_paths(resolved, source)
+    return resolved
+
+
+# Sections whose keys name a local file or folder the trials read (checked on the driver).
+PATH_SECTIONS = ("model", "finetune", "dataset")
+
+
+def _path_problems(
+    cfg: TrialConfig, where: str = "", skip: set[str] | frozenset[str] = frozenset()
+) -> list[str]:
+    """Local paths of one trial's config that do not exist, as `key: problem` lines."""
+    problems = []
+    pretrained = cfg.model.pretrained
+    if "model" not in skip and isinstance(pretrained, str) and not Path(pretrained).is_file():
+        problems.append(
+            f"model.pretrained{where}: no checkpoint file at {pretrained} (give a safetensors or "
+            "torch file, true for the hub's weights, or false)"
+        )
+    checkpoint = cfg.finetune.checkpoint
+    if "finetune" not in skip and checkpoint and not Path(checkpoint).is_file():
+        problems.append(f"finetune.checkpoint{where}: no checkpoint file at {checkpoint}")
+    if "dataset" not in skip and cfg.dataset.name in ("imagefolder", "imagenet"):
+        root = Path(cfg.dataset.root)
+        missing = [str(root / s) for s in ("train", "val") if not (root / s).is_dir()]
+        if missing:
+            problems.append(
+                f"dataset.root{where}: {cfg.dataset.name} reads class folders under "
+                f"{root}/train and {root}/val; missing: {', '.join(missing)}"
+            )
+    return problems
+
+
+def _check_paths(sweep: SweepConfig, source: str) -> None:
+    """Missing checkpoints and image folders fail here, before Ray starts, not inside a trial."""
+    searched = {k.split(".")[0] for k in sweep.search} & set(PATH_SECTIONS)
+    problems = _path_problems(sweep, skip=searched)
+    base = sweep.trial_dict()
+    for key, spec in sweep.search.items():
+        if key.split(".")[0] not in PATH_SECTIONS or spec.kind not in ("grid", "choice"):
+            continue
+        for i, value in enumerate(spec.value):
+            trial = copy.deepcopy(base)
+            set_path(trial, key, value)
+            cfg = TrialConfig.model_validate(trial).resolve_paths(Path.cwd())
+            problems += _path_problems(cfg, f" (search.{key}.{spec.kind}[{i}])")
+    if problems:
+        raise SweepError(f"{source}: missing files\n" + "\n".join(dict.fromkeys(problems)))
 
 
 def _check_search(sweep: SweepConfig, source: str) -> None:

@@ -30,6 +30,7 @@ import os
 import platform
 import socket
 import subprocess
+import time
 from functools import cache
 from typing import Any
 
@@ -78,17 +79,40 @@ PEAK_TFLOPS: dict[str, dict[str, float]] = {
 }
 
 
+PEAK_SOURCES = ("configured", "table", "measured")
+# The probe: square matmuls grown until one takes PROBE_MIN_S, then the best of 3 rounds of
+# about PROBE_S each.
+PROBE_SIZES = (512, 1024, 2048, 4096, 8192)
+PROBE_MIN_S = 0.02
+PROBE_S = 0.1
+PROBE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def peak_flops(
-    device: torch.device | str, precision: str, configured_tflops: float | None = None
-) -> tuple[float | None, str | None]:
-    """Peak FLOP/s of the device at `precision`, and a reason when it is unknown."""
-    if configured_tflops is not None:
-        return configured_tflops * 1e12, None
+    device: torch.device | str,
+    precision: str,
+    configured_tflops: float | str | None = None,
+) -> tuple[float | None, str | None, str | None]:
+    """Peak FLOP/s of the device at `precision`: (peak, source, reason when it is None).
+
+    `configured_tflops`: a number (source `configured`), `measure` (the probe, source `measured`),
+    or None: the data sheet for known GPUs (source `table`), otherwise the probe.
+    """
+    if isinstance(configured_tflops, int | float):
+        return float(configured_tflops) * 1e12, "configured", None
     device = torch.device(device)
+    if configured_tflops is None:
+        peak, reason = table_peak_flops(device, precision)
+        if peak is not None:
+            return peak, "table", None
+    measured, reason = measure_peak_flops(device, precision)
+    return measured, ("measured" if measured is not None else None), reason
+
+
+def table_peak_flops(device: torch.device, precision: str) -> tuple[float | None, str | None]:
+    """The vendor's dense peak for a known GPU at `precision` (None and why otherwise)."""
     if device.type != "cuda" or not torch.cuda.is_available():
-        return None, (
-            f"peak FLOP/s of {device.type} is not known; set profilers.time.peak_tflops for MFU"
-        )
+        return None, f"no data-sheet peak for {device.type}"
     name = torch.cuda.get_device_name(device)
     key = precision
     if precision == "fp32" and not torch.backends.cuda.matmul.allow_tf32:
@@ -96,10 +120,51 @@ def peak_flops(
     for model_name, peaks in PEAK_TFLOPS.items():  # ordered: "H100 PCIe" before "H100"
         if model_name in name and key in peaks:
             return peaks[key] * 1e12, None
-    return None, (
-        f"peak {precision} FLOP/s of {name!r} is not in profilers.fingerprint.PEAK_TFLOPS; "
-        "set profilers.time.peak_tflops for MFU"
-    )
+    return None, f"peak {precision} FLOP/s of {name!r} is not in profilers.fingerprint.PEAK_TFLOPS"
+
+
+def measure_peak_flops(device: torch.device, precision: str) -> tuple[float | None, str | None]:
+    """Best FLOP/s of a dense square matmul in `precision` with this process's threads.
+
+    Cached per (device, precision, threads): a reused worker measures once. Not a data-sheet
+    peak: MFU against it says how close the model gets to what this matmul reaches here.
+    """
+    dtype = PROBE_DTYPES.get(precision)
+    if dtype is None:
+        return None, f"no matmul probe for precision {precision!r}"
+    return _measure(str(device), precision, torch.get_num_threads())
+
+
+@cache
+def _measure(device_name: str, precision: str, threads: int) -> tuple[float | None, str | None]:
+    from profilers.step_timer import synchronize
+
+    device = torch.device(device_name)
+    dtype = PROBE_DTYPES[precision]
+    try:
+        for n in PROBE_SIZES:
+            a = torch.randn(n, n, device=device, dtype=dtype)
+            b = torch.randn(n, n, device=device, dtype=dtype)
+            torch.mm(a, b)  # warm-up: kernel selection, allocation
+            synchronize(device)
+            t0 = time.perf_counter()
+            torch.mm(a, b)
+            synchronize(device)
+            once = time.perf_counter() - t0
+            if once >= PROBE_MIN_S or n == PROBE_SIZES[-1]:
+                break
+        reps = max(1, min(50, int(PROBE_S / max(once, 1e-6))))
+        best = once
+        for _ in range(3):
+            synchronize(device)
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                torch.mm(a, b)
+            synchronize(device)
+            best = min(best, (time.perf_counter() - t0) / reps)
+        return 2.0 * n**3 / best, None
+    except (RuntimeError, TypeError) as err:
+        return None, f"matmul probe failed on {device_name} in {precision}: {err}"
 
 
 @cache

@@ -23,10 +23,12 @@ Entering resets the peaks, so each figure describes its own region only:
 | `mem/null_reason`                  | str  |                 | why GPU fields are null (e.g. a CPU run) |
 
 On a device without these counters the GPU fields are None with `mem/null_reason`, never 0.
+In a multi-worker trial, `max_over_workers` makes each figure the maximum over the workers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import resource
 import sys
@@ -99,6 +101,14 @@ def _rusage_peak_mb() -> float:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # Linux reports KiB, macOS bytes.
     return peak / MIB if sys.platform == "darwin" else peak / 1024.0
+
+
+def reset_process_peak() -> None:
+    """A new trial in a reused process: `mem/cpu_process_peak_rss_mb` starts again from now."""
+    global _process_peak_mb
+    _process_peak_mb = 0.0
+    with contextlib.suppress(OSError):  # where the reset is refused, regions report the process
+        (_PROC / "clear_refs").write_text("5")
 
 
 def _reset_cpu_peak() -> bool:
@@ -179,3 +189,32 @@ class MemoryTracker:
 def track_memory(device: torch.device | str) -> MemoryTracker:
     """`with track_memory(device) as m: ...; m.metrics(region)`."""
     return MemoryTracker(device)
+
+
+def max_over_workers(metrics: dict[str, Any], device: torch.device | None = None) -> dict[str, Any]:
+    """The numeric `mem/*` figures of `metrics`, each the maximum over a multi-worker trial's
+    processes (torch.distributed); unchanged in a single process. A figure null on every worker
+    stays null. Every worker must call it with the same keys (one all-reduce); `device` is this
+    worker's (NCCL reduces on it; default: the current CUDA device under NCCL, else the CPU)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return metrics
+    keys = sorted(
+        k
+        for k, v in metrics.items()
+        if k.startswith("mem/") and (v is None or isinstance(v, int | float))
+    )
+    if not keys:
+        return metrics
+    if dist.get_backend() != "nccl":
+        device = torch.device("cpu")
+    elif device is None or device.type != "cuda":
+        device = torch.device("cuda", torch.cuda.current_device())
+    values = [float("-inf") if metrics[k] is None else float(metrics[k]) for k in keys]
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    out = dict(metrics)
+    for key, value in zip(keys, tensor.tolist(), strict=True):
+        out[key] = None if value == float("-inf") else value
+    return out

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Strict(BaseModel):
@@ -43,9 +43,18 @@ class EmptyProfilerConfig(Strict):
 
 
 class TimeProfilerConfig(Strict):
-    peak_tflops: float | None = Field(
-        None, gt=0, description="device peak TFLOP/s for MFU (None = look up known devices)"
+    peak_tflops: float | Literal["measure"] | None = Field(
+        None,
+        description="device peak TFLOP/s for MFU: a number, `measure` (a dense-matmul probe in the "
+        "trial's precision and threads), or None (known devices' data sheets, else measure)",
     )
+
+    @field_validator("peak_tflops")
+    @classmethod
+    def _positive(cls, value: float | str | None) -> float | str | None:
+        if isinstance(value, int | float) and value <= 0:
+            raise ValueError(f"profilers.time.peak_tflops: {value} must be > 0, `measure` or null")
+        return value
 
 
 class ProfilersConfig(Strict):

@@ -5,7 +5,7 @@ Keys (all per training epoch):
 | key                   | unit      | meaning                                                        |
 |-----------------------|-----------|----------------------------------------------------------------|
 | `time/epoch_s`        | s         | wall time of the epoch, device synchronized at both ends       |
-| `time/samples_per_s`  | samples/s | training samples / (`time/epoch_s` - `time/lock_wait_s`)       |
+| `time/samples_per_s`  | samples/s | training samples (every worker's) / (`time/epoch_s` - `time/lock_wait_s`) |
 | `time/step_ms_p50`    | ms        | median time from batch ready to step done                      |
 | `time/step_ms_p90`    | ms        | 90th percentile of the same                                    |
 | `time/data_s`         | s         | time spent waiting for the loader (batch requested -> ready)   |
@@ -13,6 +13,8 @@ Keys (all per training epoch):
 | `time/lock_wait_s`    | s         | time spent waiting for the device lock (another trial was measuring latency) |
 | `time/achieved_tflops`| TFLOP/s   | `flops_per_sample * time/samples_per_s` (None without FLOPs)   |
 | `time/mfu`            | ratio     | model FLOPs utilization: `time/achieved_tflops / peak` (None + `time/mfu_reason` when the peak or the FLOPs are unknown) |
+| `time/peak_tflops`    | TFLOP/s   | per trial: the peak MFU divides by                             |
+| `time/peak_source`    | str       | per trial: `configured`, `table` (data sheet) or `measured` (a dense-matmul probe in the trial's precision and threads: every CPU, unlisted GPUs) |
 
 On CUDA, step times come from CUDA events recorded on the stream (no per-step synchronize, which
 would stall the pipeline); they are read once, at the end of the epoch. On CPU the host clock is
@@ -64,6 +66,12 @@ declare(
         "time/achieved_tflops": (F, "TFLOP/s", "flops/train_step_gflops x samples_per_s"),
         "time/mfu": (F, "ratio", "achieved / peak TFLOP/s at the trial's precision"),
         "time/mfu_reason": (S, "", "why time/mfu is null"),
+        "time/peak_tflops": (F, "TFLOP/s", "the peak MFU divides by (per trial)"),
+        "time/peak_source": (
+            S,
+            "",
+            "where the peak comes from: configured, table (data sheet) or measured (matmul probe)",
+        ),
     },
 )
 
@@ -115,16 +123,26 @@ class StepTimer:
         peak_flops: float | None = None,
         mfu_reason: str | None = None,
         lock: DeviceLock | None = None,
+        peak_source: str | None = None,
     ) -> None:
         """`flops_per_sample`: training-step FLOPs of one sample; `peak_flops`: device FLOP/s at the
-        trial's precision; `mfu_reason`: why either is missing (reported with a null MFU)."""
+        trial's precision, from `peak_source` (configured, table, measured); `mfu_reason`: why
+        either is missing (reported with a null MFU)."""
         self.device = device
         self._cuda = device.type == "cuda"
         self.flops_per_sample = flops_per_sample
         self.peak_flops = peak_flops
         self.mfu_reason = mfu_reason
+        self.peak_source = peak_source if peak_flops is not None else None
         self.lock = lock if lock is not None and lock.available else None
         self._holding = False
+
+    def facts(self) -> dict[str, float | str | None]:
+        """The per-trial keys: the peak MFU divides by, and where it comes from."""
+        return {
+            "time/peak_tflops": self.peak_flops / 1e12 if self.peak_flops else None,
+            "time/peak_source": self.peak_source,
+        }
 
     def release(self) -> None:
         """Let go of the device if a step was left unfinished (an exception inside the step)."""
@@ -176,32 +194,37 @@ class StepTimer:
             self._holding = False
         self._t_request = time.perf_counter()
 
-    def end_epoch(self) -> dict[str, float | str | None]:
+    def end_epoch(
+        self, *, samples: int | None = None, workers: int = 1
+    ) -> dict[str, float | str | None]:
+        """The epoch's metrics. In a multi-worker trial pass `samples`, the epoch's training
+        samples over all `workers`: throughput then counts every worker's samples, and MFU
+        divides by the peak of all `workers` devices."""
         synchronize(self.device)
         epoch_s = time.perf_counter() - self._t0
         busy_s = epoch_s - self._lock_wait_s
+        total = self._samples if samples is None else samples
+        peak = self.peak_flops * workers if self.peak_flops else None
         steps_ms = (
             [s.elapsed_time(e) for s, e in self._events]
             if self._cuda
             else [s * 1000.0 for s in self._step_s]
         )
         achieved = (
-            self.flops_per_sample * self._samples / busy_s
+            self.flops_per_sample * total / busy_s
             if self.flops_per_sample is not None and busy_s > 0
             else None
         )
         out: dict[str, float | str | None] = {
             "time/epoch_s": epoch_s,
-            "time/samples_per_s": self._samples / busy_s if busy_s > 0 else None,
+            "time/samples_per_s": total / busy_s if busy_s > 0 else None,
             "time/step_ms_p50": statistics.median(steps_ms) if steps_ms else None,
             "time/step_ms_p90": percentile(steps_ms, 90) if steps_ms else None,
             "time/data_s": self._data_s,
             "time/compute_s": max(epoch_s - self._data_s - self._lock_wait_s, 0.0),
             "time/lock_wait_s": self._lock_wait_s,
             "time/achieved_tflops": achieved / 1e12 if achieved is not None else None,
-            "time/mfu": achieved / self.peak_flops
-            if achieved is not None and self.peak_flops
-            else None,
+            "time/mfu": achieved / peak if achieved is not None and peak else None,
         }
         if out["time/mfu"] is None:
             out["time/mfu_reason"] = self.mfu_reason or (

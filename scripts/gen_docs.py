@@ -288,6 +288,9 @@ def metrics_markdown() -> str:
     from trainables.registry import load_metric_declarations
 
     load_metric_declarations()
+    # The facts the orchestrator adds to every trial: where it ran, how many workers.
+    import orchestrator.trial_runner  # noqa: F401
+
     metrics = registered()
     groups: dict[str, dict[str, Any]] = {}
     for name, spec in metrics.items():

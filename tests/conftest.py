@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,9 +24,9 @@ def mlflow_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 @pytest.fixture(scope="session", autouse=True)
 def _ray_shutdown() -> Iterator[None]:
     yield
-    import ray
-
-    if ray.is_initialized():
+    # Only a session that started Ray has it to shut down; the GPU machine has no Ray at all.
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
         ray.shutdown()
 
 

@@ -144,7 +144,9 @@ def test_unknown_target_names_the_targets_and_what_exists() -> None:
     with pytest.raises(ValueError, match=r"qvk.*qkv"):
         resolve_targets(tiny_vit(), ["qvk"])
     resnet = timm.create_model("resnet18", pretrained=False, num_classes=CLASSES)
-    with pytest.raises(ValueError, match="match no linear layer of ResNet"):
+    with pytest.raises(
+        ValueError, match=r"match no linear or \(ungrouped\) Conv2d layer of ResNet.*conv2"
+    ):
         apply_lora(resnet, lora(4))
 
 

@@ -27,6 +27,7 @@ ALL_SECTIONS = {
     "summary",
     "complexity",
     "curves",
+    "family_curves",  # several model families with per-epoch rows
     "latency",
     "memory",
     "lora",
@@ -179,13 +180,15 @@ def test_sections_absent_without_their_data(tmp_path: Path) -> None:
     shutil.rmtree(out / "latency")
     shutil.rmtree(out / "trials")
     page = parse(build_report(out, tmp_path / "r.html").read_text(encoding="utf-8"))
-    # Epochs alone: curves, summary and CPU memory; no cost axis but memory for the trade-off.
+    # Epochs alone: curves (also per model family), summary and CPU memory; no cost axis but
+    # memory for the trade-off.
     assert set(page.sections) == {
         "overview",
         "recommendations",
         "summary",
         "complexity",
         "curves",
+        "family_curves",
         "memory",
     }
     header = page.tables["summary-quickstart"].header

@@ -39,6 +39,7 @@ TRAIN_SECTIONS = {
     "summary",
     "complexity",
     "curves",
+    "family_curves",  # a ViT and a ResNet: two model families
     "latency",
     "memory",
     "environment",
@@ -80,7 +81,13 @@ def test_sections_follow_the_sweeps_data(swept: tuple[Path, Path, str]) -> None:
     page = parse(html)
     assert set(page.sections) == TRAIN_SECTIONS
     assert len(page.tables["summary-report_check"].rows) == 2
-    assert sorted(page.plots) == ["curves", "latency_vs_input", "memory", "perf_vs_complexity"]
+    assert sorted(page.plots) == [
+        "curves",
+        "family_curves",
+        "latency_vs_input",
+        "memory",
+        "perf_vs_complexity",
+    ]
 
 
 def test_summary_equals_parquet(swept: tuple[Path, Path, str]) -> None:

@@ -237,6 +237,8 @@ def _metadata(model: nn.Module) -> dict[str, str]:
                 "r": cfg.r,
                 "lora_alpha": cfg.lora_alpha,
                 "target_modules": sorted(cfg.target_modules),
+                "use_rslora": bool(getattr(cfg, "use_rslora", False)),
+                "use_dora": bool(getattr(cfg, "use_dora", False)),
             }
         )
     return meta
@@ -285,7 +287,11 @@ def _merge_lora_tensors(
     scratch = get_peft_model(
         copy.deepcopy(model),
         PeftLoraConfig(
-            r=lora["r"], lora_alpha=lora["lora_alpha"], target_modules=lora["target_modules"]
+            r=lora["r"],
+            lora_alpha=lora["lora_alpha"],
+            target_modules=lora["target_modules"],
+            use_rslora=lora.get("use_rslora", False),
+            use_dora=lora.get("use_dora", False),
         ),
     )
     own = scratch.state_dict()

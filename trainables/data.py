@@ -13,10 +13,17 @@ come from `timm.data.resolve_model_data_config(model)`, as timm's own `validate.
 
 Evaluation crops the centre by the model's `crop_pct` for photo folders (`imagefolder`,
 `imagenet`), as timm validates; CIFAR and digits show whole small objects and are only resized.
+Training flips horizontally where the dataset allows it (photos; not digits), and crops at random
+after reflect padding when `dataset.crop_pad` > 0.
+
+`dataset.on_device: true` (digits, CIFAR, synthetic) skips the DataLoader: `DeviceLoader` holds a
+split as one uint8 tensor on the trial's device, shuffles it by index each epoch, and crops, flips,
+resizes and normalizes whole batches there (airbench-style), with the same pipeline contract.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,6 +98,8 @@ class RawData:
     num_classes: int
     class_names: list[str]
     crop: bool = False  # evaluation takes the model's centre crop (photo folders)
+    flip: bool = True  # training flips horizontally (not for digits: a flipped 2 is no 2)
+    pad: int = 0  # training random crop after reflect padding (dataset.crop_pad)
 
 
 @dataclass
@@ -106,6 +115,7 @@ class DataBundle:
 def open_data(cfg: DatasetConfig, img_size: int, *, seed: int = 0) -> RawData:
     """The registered opener of `cfg.name`, with `cfg.subset` applied to each split."""
     raw: RawData = dataset_opener(cfg.name)(cfg, img_size, seed)
+    raw.pad = cfg.crop_pad
     if cfg.subset is not None:
         raw.train = _subset(raw.train, cfg.subset, seed)
         raw.val = _subset(raw.val, cfg.subset, seed + 1)
@@ -121,7 +131,9 @@ def attach_pipeline(raw: RawData, pipeline: Pipeline) -> DataBundle:
         if isinstance(data, TensorSplit):
             splits[split] = TensorDataset(_resize_normalize(data.images, pipeline), data.labels)
         else:
-            transform = _transform(pipeline, train=split == "train", crop=raw.crop)
+            transform = _transform(
+                pipeline, train=split == "train", crop=raw.crop, flip=raw.flip, pad=raw.pad
+            )
             _base(data).transform = transform  # type: ignore[attr-defined]
             transforms[split] = transform
             splits[split] = data
@@ -144,14 +156,16 @@ def make_loader(
     dataset: Dataset, batch_size: int, *, shuffle: bool, cfg: DatasetConfig, seed: int = 0
 ) -> DataLoader:
     generator = torch.Generator().manual_seed(seed)
+    workers = cfg.num_workers
     return DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=shuffle,
-        num_workers=cfg.num_workers,
+        num_workers=workers,
         pin_memory=cfg.pin_memory,
         generator=generator,
-        persistent_workers=cfg.num_workers > 0,
+        persistent_workers=cfg.persistent_workers and workers > 0,
+        prefetch_factor=cfg.prefetch_factor if workers > 0 else None,
     )
 
 
@@ -186,7 +200,7 @@ def _resize_normalize(images: torch.Tensor, p: Pipeline) -> torch.Tensor:
     return ((images - mean) / std).contiguous()
 
 
-def _transform(p: Pipeline, *, train: bool, crop: bool) -> Any:
+def _transform(p: Pipeline, *, train: bool, crop: bool, flip: bool = True, pad: int = 0) -> Any:
     from timm.data import create_transform
     from timm.data.transforms import str_to_interp_mode
     from torchvision import transforms as T
@@ -200,14 +214,28 @@ def _transform(p: Pipeline, *, train: bool, crop: bool) -> Any:
             std=p.std,
             crop_pct=p.crop_pct if crop else 1.0,
         )
-    return T.Compose(
-        [
-            T.Resize((p.img_size, p.img_size), interpolation=str_to_interp_mode(p.interpolation)),
-            T.RandomHorizontalFlip(),
-            T.ToTensor(),
-            T.Normalize(p.mean, p.std),
-        ]
+    steps: list[Any] = []
+    if pad:
+        # At the stored size, as DeviceLoader crops: the pad is in the dataset's pixels.
+        steps.append(_RandomPadCrop(pad))
+    steps.append(
+        T.Resize((p.img_size, p.img_size), interpolation=str_to_interp_mode(p.interpolation))
     )
+    if flip:
+        steps.append(T.RandomHorizontalFlip())
+    return T.Compose([*steps, T.ToTensor(), T.Normalize(p.mean, p.std)])
+
+
+class _RandomPadCrop:
+    """Reflect-pad a PIL image by `pad` pixels and crop a random window of its own size."""
+
+    def __init__(self, pad: int) -> None:
+        self.pad = pad
+
+    def __call__(self, img: Any) -> Any:
+        from torchvision import transforms as T
+
+        return T.RandomCrop((img.height, img.width), padding=self.pad, padding_mode="reflect")(img)
 
 
 def _split(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -231,6 +259,7 @@ def open_digits(cfg: DatasetConfig, img_size: int, seed: int) -> RawData:
         val=TensorSplit(images[val_idx], labels[val_idx]),
         num_classes=10,
         class_names=[str(i) for i in range(10)],
+        flip=False,
     )
 
 
@@ -244,6 +273,7 @@ def open_synthetic(cfg: DatasetConfig, img_size: int, seed: int) -> RawData:
         val=TensorSplit(images[val_idx], labels[val_idx]),
         num_classes=cfg.num_classes,
         class_names=[str(i) for i in range(cfg.num_classes)],
+        flip=False,
     )
 
 
@@ -322,3 +352,142 @@ def open_image_folder(cfg: DatasetConfig, img_size: int, seed: int) -> RawData:
         class_names=list(splits["train"].classes),
         crop=True,
     )
+
+
+def uint8_split(data: TensorSplit | Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """A split as (uint8 N x 3 x H x W images, long labels) on the CPU, for `DeviceLoader`.
+
+    TensorSplit images in [0, 1] are quantized to 0..255; CIFAR is read from its arrays
+    (`dataset.data`, uint8 N x H x W x 3, and `targets`) through any `Subset` around it.
+    """
+    if isinstance(data, TensorSplit):
+        images = (data.images * 255.0).round_().clamp_(0, 255).to(torch.uint8)
+        return images.contiguous(), data.labels.clone()
+    indices: torch.Tensor | None = None
+    base = data
+    while isinstance(base, Subset):
+        idx = torch.as_tensor(base.indices, dtype=torch.long)
+        indices = idx if indices is None else idx[indices]
+        base = base.dataset
+    arrays = getattr(base, "data", None)
+    targets = getattr(base, "targets", None)
+    if arrays is None or targets is None:
+        raise ValueError(
+            f"dataset.on_device: {type(base).__name__} keeps no image array in memory; "
+            "on_device takes digits, cifar10, cifar100 and synthetic"
+        )
+    images = torch.as_tensor(arrays).permute(0, 3, 1, 2)
+    labels = torch.as_tensor(targets, dtype=torch.long)
+    if indices is not None:
+        images, labels = images[indices], labels[indices]
+    return images.contiguous(), labels
+
+
+class DeviceLoader:
+    """Batches of one split made on the device: no DataLoader, no worker, no host-to-device copy.
+
+    The uint8 images sit on `device` as one tensor. Each pass (`iter`) of a training loader draws a
+    new order (a permutation of indices); per batch, on the device: random crop after reflect
+    padding (`pad`, at the stored size), horizontal flip (`flip`), resize to the pipeline's size
+    with its interpolation, and its normalization. An evaluation loader (`train=False`) keeps the
+    order and only resizes and normalizes. Yields (float images, labels) like a DataLoader.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        pipeline: Pipeline,
+        *,
+        batch_size: int,
+        device: torch.device,
+        train: bool,
+        flip: bool = False,
+        pad: int = 0,
+        seed: int = 0,
+    ) -> None:
+        if images.dtype != torch.uint8 or images.dim() != 4:
+            raise ValueError(f"DeviceLoader wants uint8 N x C x H x W images, got {images.dtype}")
+        self.device = torch.device(device)
+        self.images = images.to(self.device)
+        self.labels = labels.to(self.device)
+        self.pipeline = pipeline
+        self.batch_size = batch_size
+        self.train = train
+        self.flip = flip and train
+        self.pad = pad if train else 0
+        self.generator = torch.Generator().manual_seed(seed)
+        self.mean = torch.tensor(pipeline.mean, device=self.device).view(1, -1, 1, 1) * 255.0
+        self.std = torch.tensor(pipeline.std, device=self.device).view(1, -1, 1, 1) * 255.0
+
+    def __len__(self) -> int:
+        return -(-len(self.labels) // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.labels)
+        if self.train:
+            # Drawn on the CPU generator (reproducible whatever the device), moved once per epoch.
+            order = torch.randperm(n, generator=self.generator).to(self.device)
+        else:
+            order = torch.arange(n, device=self.device)
+        for start in range(0, n, self.batch_size):
+            idx = order[start : start + self.batch_size]
+            yield self.batch(self.images[idx]), self.labels[idx]
+
+    def batch(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images -> the model's normalized float input, augmented when training."""
+        x = images.float()
+        if self.pad:
+            x = _random_pad_crop(x, self.pad, self.generator)
+        if self.flip:
+            flip = torch.rand(x.shape[0], generator=self.generator).to(self.device) < 0.5
+            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+        size = (self.pipeline.img_size, self.pipeline.img_size)
+        if tuple(x.shape[-2:]) != size:
+            mode = self.pipeline.interpolation
+            mode = mode if mode in ("bilinear", "bicubic", "nearest") else "bilinear"
+            kwargs = {} if mode == "nearest" else {"align_corners": False, "antialias": True}
+            x = F.interpolate(x, size=size, mode=mode, **kwargs).clamp_(0.0, 255.0)
+        return ((x - self.mean) / self.std).contiguous()
+
+
+def _random_pad_crop(x: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
+    """Per image: reflect-pad by `pad`, take a window of the original size at a random offset."""
+    n, c, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+    batch = torch.arange(n, device=x.device)[:, None, None, None]
+    chans = torch.arange(c, device=x.device)[None, :, None, None]
+    return padded[batch, chans, rows, cols]
+
+
+def device_loaders(
+    raw: RawData,
+    pipeline: Pipeline,
+    cfg: DatasetConfig,
+    *,
+    batch_size: int,
+    device: torch.device,
+    seed: int = 0,
+) -> tuple[DeviceLoader, DeviceLoader]:
+    """`dataset.on_device`: the train and val splits of `raw` as DeviceLoaders on `device`."""
+    train_images, train_labels = uint8_split(raw.train)
+    val_images, val_labels = uint8_split(raw.val)
+    train = DeviceLoader(
+        train_images,
+        train_labels,
+        pipeline,
+        batch_size=batch_size,
+        device=device,
+        train=True,
+        flip=raw.flip,
+        pad=raw.pad,
+        seed=seed,
+    )
+    val = DeviceLoader(
+        val_images, val_labels, pipeline, batch_size=batch_size, device=device, train=False
+    )
+    return train, val

@@ -1,11 +1,20 @@
-"""LoRA adapters on timm (and torchvision) models through peft: apply, count, merge, cost.
+"""LoRA adapters on timm, torchvision and transformers models through peft: apply, count, merge, cost.
 
-`apply_lora(model, cfg)` puts peft LoRA adapters on the linear layers named by
-`lora.target_modules` (a layer is targeted when its dotted name equals a target or ends in
-`.<target>`, peft's own rule) and keeps the classifier head fully trainable; rank 0 adds no
-adapters and trains every parameter, the full fine-tune baseline of a rank sweep. Only
-`nn.Linear` layers are adapted: in ViT/DeiT/Swin the target `proj` would otherwise also catch the
-patch-embedding convolution `patch_embed.proj`, which nobody means by "attention projection".
+`apply_lora(model, cfg)` puts peft LoRA adapters on the layers named by `lora.target_modules` (a
+layer is targeted when its dotted name equals a target or ends in `.<target>`, peft's own rule) and
+keeps the classifier head fully trainable; rank 0 adds no adapters and trains every parameter, the
+full fine-tune baseline of a rank sweep.
+
+- Targets: `nn.Linear` layers, and `nn.Conv2d` layers (groups = 1) so CNNs (ResNet, EfficientNet,
+  BiT) can be LoRA-tuned. A ViT's patch embedding `patch_embed.proj` is a Conv2d that the target
+  `proj` would also catch; it is adapted only when named in full (`patch_embed.proj`), since nobody
+  means it by "attention projection". Grouped (depthwise) convolutions are left out: peft cannot
+  merge their adapters.
+- `target_modules: all-linear` is peft's own value (every linear layer; the head is passed to
+  peft's `exclude_modules`); None takes the model's default (`DEFAULT_TARGETS`, or a transformers
+  model's query/value projections, `trainables.hf_models`).
+- `lora.variant`: `lora`, `rslora` (peft `use_rslora`: scale alpha / sqrt(r)) or `dora` (peft
+  `use_dora`: a learned magnitude per output of each adapted layer).
 
 Keys of `lora_metrics`:
 
@@ -62,36 +71,95 @@ if TYPE_CHECKING:
 MIB = 2**20
 
 
-def resolve_targets(model: nn.Module, target_modules: list[str]) -> list[str]:
-    """Full dotted names of the linear layers that `target_modules` selects (head excluded).
+DEFAULT_TARGETS = ["qkv", "proj"]
+ALL_LINEAR = "all-linear"
+# timm ViTs' patch embedding: a Conv2d whose name ends in `proj`; adapted only when named in full.
+PATCH_EMBED = "patch_embed.proj"
 
-    Raises ValueError naming the targets and the linear-layer names the model does have when
-    nothing matches, so a typo (`qvk`) or a model without such layers (ResNet) fails early.
+
+def default_targets(model: nn.Module) -> list[str]:
+    """`lora.target_modules: null`: the model's own default (transformers: query/value)."""
+    base = plain_model(model)
+    own = getattr(base, "lora_targets", None)
+    return list(own) if own else list(DEFAULT_TARGETS)
+
+
+def _adaptable(module: nn.Module) -> bool:
+    if isinstance(module, nn.Linear):
+        return True
+    return isinstance(module, nn.Conv2d) and module.groups == 1
+
+
+def _selected(name: str, module: nn.Module, targets: list[str]) -> bool:
+    if not any(name == t or name.endswith(f".{t}") for t in targets):
+        return False
+    if isinstance(module, nn.Conv2d) and name.endswith(PATCH_EMBED):
+        return any(name == t or t.endswith(PATCH_EMBED) for t in targets)
+    return True
+
+
+def _short(name: str) -> str:
+    """The end of a dotted name a target can use: `conv2`, or `downsample.0` for a numbered one."""
+    parts = name.split(".")
+    return ".".join(parts[-2:]) if parts[-1].isdigit() and len(parts) > 1 else parts[-1]
+
+
+def resolve_targets(model: nn.Module, target_modules: list[str] | str | None) -> list[str]:
+    """Full dotted names of the layers that `target_modules` selects (head excluded).
+
+    Raises ValueError naming the targets and the layer names the model does have when nothing
+    matches, so a typo (`qvk`) or a model without such layers fails early.
     """
-    if not target_modules:
-        raise ValueError("lora.target_modules is empty; name layers such as [qkv, proj, fc1, fc2]")
     base = plain_model(model)
     heads = classifier_names(base)
+
+    def outside_head(name: str) -> bool:
+        return not (name in heads or is_head_key(name, heads))
+
+    if target_modules == ALL_LINEAR:
+        return [n for n, m in base.named_modules() if isinstance(m, nn.Linear) and outside_head(n)]
+    if isinstance(target_modules, str):
+        raise ValueError(
+            f"lora.target_modules {target_modules!r}: give a list of layer names or 'all-linear'"
+        )
+    targets = default_targets(base) if target_modules is None else list(target_modules)
+    if not targets:
+        raise ValueError("lora.target_modules is empty; name layers such as [qkv, proj, fc1, fc2]")
     found = [
         name
         for name, module in base.named_modules()
-        if isinstance(module, nn.Linear)
-        and not (name in heads or is_head_key(name, heads))
-        and any(name == t or name.endswith(f".{t}") for t in target_modules)
+        if _adaptable(module) and outside_head(name) and _selected(name, module, targets)
     ]
     if not found:
         have = sorted(
-            {
-                n.rsplit(".", 1)[-1]
-                for n, m in base.named_modules()
-                if isinstance(m, nn.Linear) and n not in heads
-            }
+            {_short(n) for n, m in base.named_modules() if _adaptable(m) and outside_head(n)}
         )
         raise ValueError(
-            f"lora.target_modules {target_modules} match no linear layer of "
-            f"{type(base).__name__}; its linear layers end in: {have or 'none (no nn.Linear)'}"
+            f"lora.target_modules {targets} match no linear or (ungrouped) Conv2d layer of "
+            f"{type(base).__name__}; its layers end in: {', '.join(have) or 'none'}"
         )
     return found
+
+
+def peft_config(model: nn.Module, cfg: LoraConfig) -> PeftLoraConfig:
+    """peft's LoraConfig for `cfg` on `model`: the variant's flags, the targets resolved here
+    (or peft's own `all-linear`, with the head excluded)."""
+    heads = classifier_names(plain_model(model))
+    targets: list[str] | str
+    if cfg.target_modules == ALL_LINEAR:
+        targets = ALL_LINEAR
+    else:
+        targets = resolve_targets(model, cfg.target_modules)
+    return PeftLoraConfig(
+        r=cfg.rank,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=targets,
+        exclude_modules=heads if targets == ALL_LINEAR else None,
+        use_rslora=cfg.variant == "rslora",
+        use_dora=cfg.variant == "dora",
+        bias="none",
+    )
 
 
 def apply_lora(model: nn.Module, cfg: LoraConfig) -> nn.Module:
@@ -103,30 +171,34 @@ def apply_lora(model: nn.Module, cfg: LoraConfig) -> nn.Module:
         for p in model.parameters():
             p.requires_grad_(True)
         return model
-    peft_cfg = PeftLoraConfig(
-        r=cfg.rank,
-        lora_alpha=cfg.alpha,
-        lora_dropout=cfg.dropout,
-        target_modules=resolve_targets(model, cfg.target_modules),
-        bias="none",
-    )
-    wrapped = get_peft_model(model, peft_cfg)
+    wrapped = get_peft_model(model, peft_config(model, cfg))
     # peft freezes everything but the adapters; the new head starts random and must learn.
     set_head_trainable(wrapped)
     return wrapped
 
 
-def expected_trainable_params(model: nn.Module, cfg: LoraConfig) -> int:
-    """Trainable parameters LoRA of `cfg` gives `model` (a plain model), from layer shapes alone.
+def adapter_shape_params(layer: nn.Module, rank: int, variant: str) -> int:
+    """Parameters peft adds to one layer: A and B (and DoRA's magnitude, one per output).
 
-    A rank-r adapter on a linear layer of shape (out, in) adds A (r x in) and B (out x r): r * (in +
-    out) parameters; the head trains whole. Rank 0 trains everything.
+    Linear (out, in): A is r x in, B is out x r. Conv2d: A is a conv in -> r with the layer's
+    kernel, B a 1x1 conv r -> out.
     """
+    if isinstance(layer, nn.Conv2d):
+        kh, kw = layer.kernel_size
+        n, out = rank * layer.in_channels * kh * kw + layer.out_channels * rank, layer.out_channels
+    else:
+        n, out = rank * (layer.in_features + layer.out_features), layer.out_features  # type: ignore[operator]
+    return n + (out if variant == "dora" else 0)
+
+
+def expected_trainable_params(model: nn.Module, cfg: LoraConfig) -> int:
+    """Trainable parameters LoRA of `cfg` gives `model` (a plain model), from layer shapes alone:
+    the adapters (`adapter_shape_params`) and the whole head. Rank 0 trains everything."""
     if cfg.rank == 0:
         return sum(p.numel() for p in model.parameters())
     adapters = sum(
-        cfg.rank * (layer.in_features + layer.out_features)
-        for layer in (model.get_submodule(n) for n in resolve_targets(model, cfg.target_modules))
+        adapter_shape_params(model.get_submodule(n), cfg.rank, cfg.variant)
+        for n in resolve_targets(model, cfg.target_modules)
     )
     heads = classifier_names(model)
     head = sum(p.numel() for n in heads for p in model.get_submodule(n).parameters())
@@ -143,7 +215,7 @@ def count_params(model: nn.Module) -> tuple[int, int]:
 
 
 def adapter_params(model: nn.Module) -> int:
-    """Parameters of the LoRA A/B matrices in `model` (0 without adapters)."""
+    """Parameters of the LoRA A/B matrices (and DoRA magnitudes) in `model` (0 without adapters)."""
     return sum(p.numel() for n, p in model.named_parameters() if ".lora_" in n)
 
 

@@ -1,7 +1,11 @@
-"""Models by name: any timm model, `torchvision/<name>`, and short aliases for the seeds' models.
+"""Models by name: any timm model, `torchvision/<name>`, Hugging Face transformers classifiers
+(`hf/<repo id>`, `hf:<path>`, see `trainables.hf_models`) and short aliases for the seeds' models.
 
 `create_model(cfg, num_classes)` sizes the head to the dataset and passes `img_size` to models that
-take it (ViT, DeiT, Swin); CNNs take any input size as they are.
+take it (ViT, DeiT, Swin); CNNs take any input size as they are. The ViT knobs of `ModelConfig`
+(`patch_size`, `init_values`, the dropout rates) become timm constructor options;
+`drop_path_schedule: constant` then gives every block timm's `DropPath` at the same rate, and
+`attention` sets timm's own `fused_attn` switch on every attention module.
 """
 
 from __future__ import annotations
@@ -11,7 +15,14 @@ from typing import Any
 
 from torch import nn
 
-from trainables.model_names import TORCHVISION_PREFIX, check_model_name, resolve
+from trainables.model_names import (
+    TORCHVISION_PREFIX,
+    check_model_name,
+    default_attention,
+    drop_path_schedule,
+    is_hf,
+    model_kwargs,
+)
 from trainables.trial_config import ModelConfig
 
 
@@ -25,20 +36,47 @@ def create_model(
     size the forward is unchanged). Models whose constructor lacks the option ignore it.
     """
     check_model_name(cfg.name)
-    name, kwargs = resolve(cfg.name, cfg.kwargs)
+    name, kwargs = model_kwargs(cfg)
     local_weights = cfg.pretrained if isinstance(cfg.pretrained, str) else None
     use_hub = cfg.pretrained is True
-    if name.startswith(TORCHVISION_PREFIX):
+    if is_hf(name):
+        from trainables.hf_models import create_hf_model
+
+        model = create_hf_model(name, num_classes, cfg.img_size, use_hub, kwargs)
+    elif name.startswith(TORCHVISION_PREFIX):
         model = _create_torchvision(
             name.removeprefix(TORCHVISION_PREFIX), num_classes, use_hub, kwargs
         )
     else:
         model = _create_timm(name, num_classes, cfg.img_size, use_hub, kwargs, dynamic_img_size)
+        if drop_path_schedule(cfg) == "constant":
+            constant_drop_path(model, float(kwargs.get("drop_path_rate") or 0.0))
     if local_weights is not None:
         from trainables.checkpoints import load_backbone_weights
 
         load_backbone_weights(model, Path(local_weights))
+    # `auto` is the model's own choice; for vit_optimized that is fused (seed 003).
+    set_attention(model, cfg.attention if cfg.attention != "auto" else default_attention(cfg.name))
     return model
+
+
+def has_attention_switch(model: nn.Module) -> bool:
+    """Whether `model` has timm attention modules (their `fused_attn` flag picks the kernel)."""
+    return any(hasattr(m, "fused_attn") for m in model.modules())
+
+
+def set_attention(model: nn.Module, attention: str) -> int:
+    """`model.attention`: fused SDPA or the plain path on every timm attention module.
+
+    Returns how many modules were set. `auto` keeps timm's choice; a model without timm attention
+    modules is left alone (the trial's `env/attention` fact says the switch had no effect).
+    """
+    if attention == "auto":
+        return 0
+    modules = [m for m in model.modules() if hasattr(m, "fused_attn")]
+    for m in modules:
+        m.fused_attn = attention == "fused"
+    return len(modules)
 
 
 def _create_timm(
@@ -78,6 +116,24 @@ def _create_timm(
             if dropped is None:
                 raise
             del extra[dropped]
+
+
+def constant_drop_path(model: nn.Module, rate: float) -> int:
+    """Give every timm ViT block's residual branches `timm.layers.DropPath(rate)` (timm ramps the
+    rate linearly from 0 over the depth; seed 003 drops every block alike). Returns the blocks set."""
+    from timm.layers import DropPath
+
+    blocks = 0
+    for module in model.modules():
+        for attr in ("drop_path1", "drop_path2", "drop_path"):
+            if hasattr(module, attr) and isinstance(getattr(module, attr), (DropPath, nn.Identity)):
+                setattr(module, attr, DropPath(rate) if rate > 0 else nn.Identity())
+                blocks += attr != "drop_path2"
+    if not blocks:
+        raise ValueError(
+            f"model.drop_path_schedule: constant found no DropPath slot in {type(model).__name__}"
+        )
+    return blocks
 
 
 def _looks_offline(err: BaseException) -> bool:

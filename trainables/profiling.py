@@ -26,15 +26,59 @@ from profilers.fingerprint import fingerprint, peak_flops
 from profilers.flops import flops_metrics, flops_rows
 from profilers.latency import autocast_context, latency_metrics, measure_latency
 from profilers.memory import track_memory
-from profilers.metric_registry import F, declare
+from profilers.metric_registry import INT, B, F, S, declare
 from profilers.params import param_metrics
 from profilers.step_timer import StepTimer
 from trainables.device import trial_precision
+from trainables.models import has_attention_switch
 from trainables.trial_config import TrialConfig
 
 INFER_MEMORY_FORWARDS = 3
 
-declare(__name__, {"profile/static_s": (F, "s", "seconds the static profile took")})
+declare(
+    __name__,
+    {
+        "profile/static_s": (F, "s", "seconds the static profile took"),
+        "env/compile_mode": (S, "", "torch.compile mode/backend (null when not compiled)"),
+        "env/attention": (
+            S,
+            "",
+            "model.attention asked for, and `(no effect)` without timm attention",
+        ),
+        "env/grad_accum": (INT, "count", "optimizer steps accumulate this many batches"),
+        "env/num_workers": (INT, "count", "DataLoader worker processes (0 with on_device)"),
+        "env/pin_memory": (B, "", "DataLoader pin_memory"),
+        "env/prefetch_factor": (
+            INT,
+            "count",
+            "batches each loader worker prefetches (null = torch's)",
+        ),
+        "env/persistent_workers": (B, "", "loader workers kept between epochs"),
+        "env/on_device": (B, "", "images held, augmented and batched on the trial's device"),
+    },
+)
+
+
+def switch_facts(cfg: TrialConfig, model: nn.Module | None = None) -> dict[str, Any]:
+    """The speed switches a trial ran with, as `env/*` facts beside the environment's."""
+    ds = cfg.dataset
+    attention = cfg.model.attention
+    if attention != "auto" and model is not None and not has_attention_switch(model):
+        attention += " (no effect: no timm attention modules)"
+    options = cfg.model.compile_options()
+    loader = not ds.on_device
+    return {
+        "env/compile_mode": None
+        if options is None
+        else f"{options.get('mode') or 'default'}/{options.get('backend', 'inductor')}",
+        "env/attention": attention,
+        "env/grad_accum": cfg.optim.grad_accum,
+        "env/num_workers": ds.num_workers if loader else 0,
+        "env/pin_memory": ds.pin_memory and loader,
+        "env/prefetch_factor": ds.prefetch_factor if loader else None,
+        "env/persistent_workers": ds.persistent_workers and ds.num_workers > 0 and loader,
+        "env/on_device": ds.on_device,
+    }
 
 
 def needs_dynamic_img_size(cfg: TrialConfig) -> bool:
@@ -99,8 +143,10 @@ def static_profile(
         precisions = lat.precisions or [precision]
         timing = {"warmup": lat.warmup, "repeats": lat.repeats, "max_point_s": lat.max_point_s}
         timed = model
-        if cfg.model.compile and not hasattr(model, "_orig_mod"):
-            timed = torch.compile(model)  # what fit() will train; warm-up absorbs the compile
+        options = cfg.model.compile_options()
+        if options is not None and not hasattr(model, "_orig_mod"):
+            # What fit() will train; the warm-up absorbs the compile.
+            timed = torch.compile(model, **options)
         rows = measure_latency(
             timed,
             device,
@@ -130,10 +176,11 @@ def static_profile(
                 device,
                 precision=precision,
                 channels_last=channels_last,
-                compile=cfg.model.compile,
+                compile=cfg.model.compile_options() is not None,
                 model=model,
             )
         )
+        metrics.update(switch_facts(cfg, model))
     metrics["profile/static_s"] = time.perf_counter() - t0
     return _tagged(metrics, tag), tables
 
@@ -167,13 +214,16 @@ def epoch_timer(
     if cfg.profilers.time is None:
         return None
     gflops = (static_metrics or {}).get("flops/train_step_gflops")
-    peak, reason = peak_flops(device, trial_precision(cfg, device), cfg.profilers.time.peak_tflops)
+    peak, source, reason = peak_flops(
+        device, trial_precision(cfg, device), cfg.profilers.time.peak_tflops
+    )
     if gflops is None:
         reason = "no training-step FLOPs (flops profiler off or its count failed)"
     return StepTimer(
         device,
         flops_per_sample=gflops * 1e9 if gflops is not None else None,
         peak_flops=peak,
+        peak_source=source,
         mfu_reason=reason,
         lock=lock_for(device),
     )

@@ -20,16 +20,18 @@ TRAINABLES: dict[str, str] = {
     "finetune": "trainables.finetune:run",
     "lora": "trainables.lora:run",
     "prune_recover": "trainables.prune_recover:run",
+    "bench": "trainables.bench:run",
 }
 
 # The optional config sections each trainable reads; the others are left out of its recorded
 # params (a `train` trial has no prune ratio, whatever defaults its config carries).
-OPTIONAL_SECTIONS = ("finetune", "lora", "prune")
+OPTIONAL_SECTIONS = ("finetune", "lora", "prune", "bench")
 TRAINABLE_SECTIONS: dict[str, tuple[str, ...]] = {
     "train": (),
     "finetune": ("finetune",),
     "lora": ("finetune", "lora"),
     "prune_recover": ("finetune", "prune"),
+    "bench": ("bench", "finetune", "lora"),
 }
 
 DATASETS: dict[str, str] = {
@@ -37,8 +39,13 @@ DATASETS: dict[str, str] = {
     "cifar10": "trainables.data:open_cifar",
     "cifar100": "trainables.data:open_cifar",
     "imagefolder": "trainables.data:open_image_folder",
-    "imagenet": "trainables.data:open_image_folder",
+    "imagenet": "trainables.imagenet_data:open_imagenet",
     "synthetic": "trainables.data:open_synthetic",
+}
+# Dataset names by prefix: Hugging Face `datasets` image-classification sets.
+DATASET_PREFIXES: dict[str, str] = {
+    "hf/": "trainables.hf_data:open_hf_dataset",
+    "hf:": "trainables.hf_data:open_hf_dataset",
 }
 
 
@@ -49,15 +56,42 @@ def load(ref: str) -> Callable[..., Any]:
 
 
 def trainable(name: str) -> Callable[..., Any]:
+    """The trainable `name`, as every runner starts it: after a clean start of the process, ending
+    with one trial-end report that carries its total times (`trainables.trial_scope`)."""
     if name not in TRAINABLES:
         raise KeyError(f"unknown trainable {name!r}; registered: {', '.join(TRAINABLES)}")
-    return load(TRAINABLES[name])
+    from trainables.trial_scope import scoped
+
+    return scoped(load(TRAINABLES[name]))
+
+
+def check_dataset_name(name: str) -> None:
+    """Raise ValueError unless `name` is registered or carries a registered prefix."""
+    if name in DATASETS:
+        return
+    prefix = next((p for p in DATASET_PREFIXES if name.startswith(p)), None)
+    if prefix is None or name == prefix:
+        raise ValueError(
+            f"unknown dataset {name!r}; accepted: {', '.join(DATASETS)}, 'hf/<dataset id>' or "
+            "'hf:<path>'"
+        )
+    if prefix == "hf:":
+        from pathlib import Path
+
+        if not Path(name[len(prefix) :]).exists():
+            raise ValueError(
+                f"dataset.name {name!r}: no such folder or file (an 'hf:' path is a "
+                "save_to_disk folder, a Parquet file, or a folder of Parquet files)"
+            )
 
 
 def dataset_opener(name: str) -> Callable[..., Any]:
-    if name not in DATASETS:
-        raise KeyError(f"unknown dataset {name!r}; registered: {', '.join(DATASETS)}")
-    return load(DATASETS[name])
+    if name in DATASETS:
+        return load(DATASETS[name])
+    for prefix, ref in DATASET_PREFIXES.items():
+        if name.startswith(prefix):
+            return load(ref)
+    raise KeyError(f"unknown dataset {name!r}; registered: {', '.join(DATASETS)}, hf/..., hf:...")
 
 
 def load_metric_declarations() -> None:

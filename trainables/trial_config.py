@@ -11,13 +11,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from profilers.profile_config import ProfilersConfig
 from trainables.registry import DATASETS, TRAINABLES
 
 TRAINABLE_NAMES = tuple(TRAINABLES)
 DATASET_NAMES = tuple(DATASETS)
+# Datasets whose images fit in memory as one tensor: the ones `dataset.on_device` accepts.
+IN_MEMORY_DATASETS = ("digits", "cifar10", "cifar100", "synthetic")
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
 
@@ -28,8 +30,20 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class CompileConfig(Strict):
+    """`model.compile: {mode, backend}`: the options passed to torch.compile."""
+
+    mode: (
+        Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] | None
+    ) = Field(None, description="torch.compile mode (None = torch's default)")
+    backend: str = Field("inductor", description="torch.compile backend (inductor, eager, ...)")
+
+
 class ModelConfig(Strict):
-    name: str = Field("resnet18", description="timm name, `torchvision/<name>`, or an alias")
+    name: str = Field(
+        "resnet18",
+        description="timm name, `torchvision/<name>`, `hf/<repo id>`, `hf:<local path>`, or an alias",
+    )
     pretrained: bool | str = Field(
         False, description="true (hub weights), false (random init) or a local checkpoint path"
     )
@@ -38,7 +52,48 @@ class ModelConfig(Strict):
         default_factory=dict, description="extra keyword arguments for the model constructor"
     )
     channels_last: bool = Field(False, description="convert model and inputs to channels_last")
-    compile: bool = Field(False, description="torch.compile the model")
+    compile: bool | CompileConfig = Field(
+        False, description="torch.compile the model: true/false, or {mode, backend}"
+    )
+    attention: Literal["auto", "fused", "plain"] = Field(
+        "auto",
+        description="timm attention: fused F.scaled_dot_product_attention, the plain matmul-softmax "
+        "path, or the model's default (auto); no effect on models without timm attention",
+    )
+    patch_size: int | None = Field(
+        None, ge=1, description="ViT/DeiT/Swin patch side (None = the name's); img_size must divide"
+    )
+    init_values: float | None = Field(
+        None, ge=0, description="ViT-family LayerScale init (0 = no LayerScale; None = the model's)"
+    )
+    drop_path_rate: float | None = Field(
+        None, ge=0, lt=1, description="ViT-family/Swin stochastic depth rate (None = the model's)"
+    )
+    drop_path_schedule: Literal["auto", "linear", "constant"] = Field(
+        "auto",
+        description="DropPath per block: timm's linear ramp to drop_path_rate, the same rate in "
+        "every block (seed 003), or the alias's own (auto)",
+    )
+    attn_drop_rate: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="ViT-family/Swin dropout on attention weights (None = the model's)",
+    )
+    proj_drop_rate: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="ViT-family/Swin dropout after the attention and MLP projections (None = the model's)",
+    )
+
+    def compile_options(self) -> dict[str, Any] | None:
+        """Keyword arguments for torch.compile, or None when the model is not compiled."""
+        if self.compile is False:
+            return None
+        if self.compile is True:
+            return {}
+        return self.compile.model_dump(exclude_none=True)
 
     @field_validator("name")
     @classmethod
@@ -49,9 +104,34 @@ class ModelConfig(Strict):
         check_model_name(name)
         return name
 
+    @model_validator(mode="after")
+    def _input_fits_model(self) -> ModelConfig:
+        # Patch / window / knob checks from names alone: a bad combination fails before Ray.
+        from trainables.model_names import check_knobs
+
+        check_knobs(self)
+        return self
+
 
 class DatasetConfig(Strict):
-    name: Literal[DATASET_NAMES] = Field("digits", description="dataset to train and evaluate on")  # type: ignore[valid-type]
+    name: str = Field(
+        "digits",
+        description=f"dataset to train and evaluate on: {', '.join(DATASET_NAMES)}, or a Hugging "
+        "Face image-classification set: `hf/<dataset id>` (local cache) or `hf:<path>` "
+        "(save_to_disk folder, or Parquet files)",
+    )
+    train_split: str = Field("train", description="hf datasets: the split to train on")
+    val_split: str | None = Field(
+        None,
+        description="hf datasets: the split to evaluate on (None = validation, else test, else "
+        "val_fraction of the training split)",
+    )
+    image_column: str | None = Field(
+        None, description="hf datasets: the image column (None = the first Image feature)"
+    )
+    label_column: str | None = Field(
+        None, description="hf datasets: the label column (None = the first ClassLabel, or `label`)"
+    )
     root: str = Field("data", description="where dataset files live (resolved to an absolute path)")
     download: bool = Field(True, description="download cifar10/100 when missing and online")
     val_fraction: float = Field(0.2, gt=0, lt=1, description="digits/synthetic: held-out share")
@@ -60,6 +140,50 @@ class DatasetConfig(Strict):
     num_samples: int = Field(512, ge=2, description="synthetic only: samples in all")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
     pin_memory: bool = Field(False, description="DataLoader pin_memory (useful on CUDA)")
+    prefetch_factor: int | None = Field(
+        None, ge=1, description="batches each worker loads ahead (None = torch's 2; needs workers)"
+    )
+    persistent_workers: bool = Field(
+        True, description="keep DataLoader workers alive between epochs (with num_workers > 0)"
+    )
+    on_device: bool = Field(
+        False,
+        description="in-memory datasets (digits, cifar10/100, synthetic): uint8 images held on "
+        "the trial's device, shuffled, augmented and normalized there in batches; no DataLoader",
+    )
+    crop_pad: int = Field(
+        0,
+        ge=0,
+        description="training random crop: reflect-pad by this many pixels at the stored size, "
+        "crop back (0 = off; digits/synthetic need on_device)",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _known_dataset(cls, name: str) -> str:
+        from trainables.registry import check_dataset_name
+
+        check_dataset_name(name)
+        return name
+
+    @model_validator(mode="after")
+    def _switches_fit_the_dataset(self) -> DatasetConfig:
+        if self.on_device and self.name not in IN_MEMORY_DATASETS:
+            raise ValueError(
+                f"dataset.on_device: true needs an in-memory dataset ({', '.join(IN_MEMORY_DATASETS)}),"
+                f" not {self.name!r}; set on_device: false to read it through the DataLoader"
+            )
+        if self.prefetch_factor is not None and self.num_workers == 0:
+            raise ValueError(
+                f"dataset.prefetch_factor: {self.prefetch_factor} needs dataset.num_workers >= 1 "
+                "(the main process does not prefetch); set num_workers or drop prefetch_factor"
+            )
+        if self.crop_pad and not self.on_device and self.name in ("digits", "synthetic"):
+            raise ValueError(
+                f"dataset.crop_pad: {self.crop_pad} on {self.name} needs dataset.on_device: true "
+                "(the loader keeps these pre-resized in memory, without per-sample augmentation)"
+            )
+        return self
 
 
 class OptimConfig(Strict):
@@ -72,6 +196,11 @@ class OptimConfig(Strict):
     )
     momentum: float = Field(0.9, ge=0, le=1, description="momentum of sgd/momentum/nesterov")
     batch_size: int = Field(64, ge=1, description="samples per step (per worker)")
+    auto_batch_size: bool = Field(
+        False,
+        description="on out-of-memory, halve batch_size until one training step fits, then "
+        "train with it (recorded as optim/batch_size_used)",
+    )
     epochs: int = Field(3, ge=1, description="training epochs")
     grad_accum: int = Field(1, ge=1, description="gradient accumulation steps")
     scheduler: Literal["cosine", "none"] = Field(
@@ -120,9 +249,16 @@ class LoraConfig(Strict):
         16, gt=0, description="LoRA scaling numerator: updates scale by alpha / rank"
     )
     dropout: float = Field(0.1, ge=0, lt=1, description="dropout on the LoRA branch input")
-    target_modules: list[str] = Field(
-        default_factory=lambda: ["qkv", "proj"],
-        description="linear layers to adapt: a name or the end of a dotted name (`qkv`, `fc1`)",
+    target_modules: list[str] | Literal["all-linear"] | None = Field(
+        None,
+        description="layers to adapt: names or ends of dotted names (`qkv`, `fc1`, `conv2` for "
+        "CNNs), peft's `all-linear`, or None = the model's default (timm: qkv, proj; "
+        "transformers: the query and value projections)",
+    )
+    variant: Literal["lora", "rslora", "dora"] = Field(
+        "lora",
+        description="peft variant: plain LoRA (alpha / r), rank-stabilized (alpha / sqrt r), or "
+        "DoRA (weight-decomposed: a magnitude vector per adapted layer)",
     )
 
 
@@ -201,6 +337,47 @@ class PruneConfig(Strict):
         return max_ratio
 
 
+class BenchConfig(Strict):
+    """The `bench:` section (trainable `bench`): cost without training, on synthetic batches."""
+
+    modes: list[Literal["inference", "training"]] = Field(
+        default_factory=lambda: ["inference", "training"],
+        min_length=1,
+        description="inference: forward latency rows (`latency` table); training: forward, "
+        "backward and optimizer time per step (`train_bench` table)",
+    )
+    batch_sizes: list[int] | None = Field(
+        None,
+        min_length=1,
+        description="batch sizes of both modes (None = profilers.latency.batch_sizes)",
+    )
+    precisions: list[Literal["fp32", "fp16", "bf16"]] | None = Field(
+        None,
+        min_length=1,
+        description="precisions of both modes (None = profilers.latency.precisions, else the "
+        "trial's precision)",
+    )
+    warmup: int = Field(5, ge=0, description="untimed training steps before each point")
+    steps: int = Field(20, ge=3, description="timed training steps per point (at most)")
+    max_point_s: float | None = Field(
+        10.0,
+        gt=0,
+        description="stop a training point's steps (at no fewer than 3) after this many seconds",
+    )
+    model_as: Literal["train", "finetune", "lora"] = Field(
+        "train",
+        description="the model as this trainable trains it: train (every weight), finetune "
+        "(finetune.freeze_backbone honoured), lora (lora.* adapters; rank 0 = every weight)",
+    )
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _positive(cls, sizes: list[int] | None) -> list[int] | None:
+        if sizes is not None and any(b < 1 for b in sizes):
+            raise ValueError(f"bench.batch_sizes {sizes}: every batch size must be >= 1")
+        return sizes
+
+
 class StartConfig(Strict):
     """Where a later stage's trial starts: set per trial by the stage runner, never searched.
 
@@ -240,12 +417,26 @@ class TrialConfig(Strict):
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     lora: LoraConfig = Field(default_factory=LoraConfig)
     prune: PruneConfig = Field(default_factory=PruneConfig)
+    bench: BenchConfig = Field(default_factory=BenchConfig)
     profilers: ProfilersConfig = Field(default_factory=ProfilersConfig)
+
+    @model_validator(mode="after")
+    def _auto_batch_needs_a_loader(self) -> TrialConfig:
+        if self.optim.auto_batch_size and self.dataset.on_device:
+            raise ValueError(
+                "optim.auto_batch_size rebuilds the DataLoaders at the size that fits; "
+                "dataset.on_device: true has none: set one of them false"
+            )
+        return self
 
     def resolve_paths(self, base: Path) -> TrialConfig:
         """Make every path absolute against `base`: Ray runs each trial in its own directory."""
         out = self.model_copy(deep=True)
         out.dataset.root = str((base / out.dataset.root).resolve())
+        if out.dataset.name.startswith("hf:"):
+            out.dataset.name = "hf:" + str((base / out.dataset.name[3:]).resolve())
+        if out.model.name.startswith("hf:"):
+            out.model.name = "hf:" + str((base / out.model.name[3:]).resolve())
         if isinstance(out.model.pretrained, str):
             out.model.pretrained = str((base / out.model.pretrained).resolve())
         if out.finetune.checkpoint:

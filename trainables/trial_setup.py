@@ -18,7 +18,15 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from profilers.metric_registry import INT, F, S, declare
-from trainables.data import DataBundle, Pipeline, RawData, attach_pipeline, make_loader, open_data
+from trainables.data import (
+    DataBundle,
+    Pipeline,
+    RawData,
+    attach_pipeline,
+    device_loaders,
+    make_loader,
+    open_data,
+)
 from trainables.device import resolve_device, resolve_precision
 from trainables.trial_config import TrialConfig
 
@@ -86,6 +94,21 @@ class TrialSetup:
         """The dataset through `model`'s own pipeline (mean, std, interpolation, crop)."""
         cfg = self.cfg
         data = attach_pipeline(self.raw, Pipeline.from_model(model, cfg.model.img_size))
+        if cfg.dataset.on_device:
+            if self.accelerator.num_processes > 1:
+                raise ValueError(
+                    "dataset.on_device: true runs in one process; this trial has "
+                    f"{self.accelerator.num_processes} workers: set on_device: false"
+                )
+            train_dev, val_dev = device_loaders(
+                self.raw,
+                data.pipeline,
+                cfg.dataset,
+                batch_size=cfg.optim.batch_size,
+                device=self.device,
+                seed=cfg.seed,
+            )
+            return TrialContext(cfg, self.accelerator, data, train_dev, val_dev)  # type: ignore[arg-type]
         train_loader = make_loader(
             data.train, cfg.optim.batch_size, shuffle=True, cfg=cfg.dataset, seed=cfg.seed
         )

@@ -563,3 +563,97 @@ def weights(weights_df: pd.DataFrame, view: pd.DataFrame) -> Plot | None:
         "after recovery fine-tuning; the same bins in every phase, so the bins pruning "
         "emptied and the shift recovery made show directly.",
     )
+
+
+FAMILY_CURVES = (("accuracy", C.VAL_ACC), ("F1 (macro)", C.VAL_F1), ("test loss", C.VAL_LOSS))
+
+
+def _families(view: pd.DataFrame) -> pd.Series | None:
+    """Each trial's model family (ViT, BiT, Hybrid, ...), from `model.name`."""
+    if not has(view, C.MODEL_NAME):
+        return None
+    from trainables.model_names import family
+
+    return view[C.MODEL_NAME].astype(str).map(family)
+
+
+def family_curves(epochs: pd.DataFrame | None, view: pd.DataFrame, palette: Palette) -> Plot | None:
+    """Seed 003's figures: validation accuracy, F1 and loss per epoch, one column per model family
+    (ViT, BiT, Hybrid, ...), one line per trial; only for sweeps with two families or more."""
+    fams = _families(view)
+    if epochs is None or fams is None or fams.nunique() < 2 or not has(epochs, C.EPOCH, *C.KEY):
+        return None
+    rows_ = [(t, c) for t, c in FAMILY_CURVES if has(epochs, c)]
+    if not rows_:
+        return None
+    names = view[[*C.KEY, C.LABEL]].assign(_family=fams.to_numpy())
+    ep = epochs.merge(names, on=list(C.KEY), how="inner").sort_values(C.EPOCH)
+    order = sorted(ep["_family"].unique())
+    fig, axes = _figure(len(order), len(rows_), width=3.6, height=2.8)
+    grid = np.array(axes).reshape(len(rows_), len(order))
+    for r, (title, col) in enumerate(rows_):
+        for c, fam in enumerate(order):
+            ax = grid[r, c]
+            for label, rows in ep[ep["_family"] == fam].groupby(C.LABEL, sort=False):
+                ax.plot(
+                    rows[C.EPOCH],
+                    rows[col],
+                    "-",
+                    marker="o",
+                    ms=3,
+                    color=palette(label),
+                    label=label,
+                )
+            ax.set_title(f"{fam}: {title}", fontsize=9)
+            ax.set_xlabel("epoch", fontsize=8)
+            ax.grid(alpha=0.3)
+            ax.xaxis.get_major_locator().set_params(integer=True)
+    _legend(fig, list(grid.ravel()))
+    return Plot(
+        "family_curves",
+        "Accuracy, F1 and test loss per model family",
+        _render(fig),
+        "Validation accuracy, macro F1 and validation (test) loss per epoch, one column per "
+        "model family, one line per trial (seed 003's comparison of ViT, BiT and hybrids).",
+    )
+
+
+def memory_by_size(view: pd.DataFrame, palette: Palette) -> Plot | None:
+    """Peak training memory per model, one panel per input size (GPU allocated, else CPU RSS)."""
+    if not has(view, C.IMG_SIZE) or view[C.IMG_SIZE].nunique() < 1:
+        return None
+    col = (
+        C.GPU_ALLOC_MB
+        if has(view, C.GPU_ALLOC_MB)
+        else (C.CPU_RSS_MB if has(view, C.CPU_RSS_MB) else None)
+    )
+    if col is None:
+        return None
+    rows = view.dropna(subset=[col])
+    if rows.empty or view[C.IMG_SIZE].nunique() < 2:
+        return None
+    sizes = sorted(rows[C.IMG_SIZE].unique())
+    fig, axes = _figure(
+        len(sizes), width=max(3.6, 0.6 * rows.groupby(C.IMG_SIZE).size().max() + 1.6)
+    )
+    for ax, size in zip(axes, sizes, strict=True):
+        part = rows[rows[C.IMG_SIZE] == size]
+        x = np.arange(len(part))
+        bars = ax.bar(
+            x,
+            part[col].astype(float),
+            color=[palette(lb) for lb in part[C.LABEL]],
+            edgecolor="black",
+        )
+        ax.bar_label(bars, fmt="%.0f", fontsize=7)
+        ax.set_xticks(x, part[C.LABEL], rotation=30, ha="right", fontsize=7)
+        ax.set_title(f"{size}x{size} px", fontsize=10)
+        ax.set_ylabel("MiB")
+        ax.grid(alpha=0.3, axis="y")
+    what = "GPU memory allocated" if col == C.GPU_ALLOC_MB else "CPU RSS (no GPU figures)"
+    return Plot(
+        "memory_by_size",
+        "Peak memory per model, by input size",
+        _render(fig),
+        f"Peak training {what} per model, one panel per input size (seed 003's GPU memory figure).",
+    )

@@ -19,6 +19,7 @@ import pandas as pd
 from orchestrator.report import columns as C
 from orchestrator.report import plots
 from orchestrator.report.recommendations import recommendations
+from orchestrator.report.speedups import speedup_rows
 from orchestrator.report.tables import (
     Tables,
     for_sweep,
@@ -232,6 +233,31 @@ def summary(view: pd.DataFrame) -> Section | None:
     )
 
 
+def speedups_section(view: pd.DataFrame) -> Section | None:
+    """Each tuned trial against its baseline (same sweep, model and dataset): `speedups.py`."""
+    parts = []
+    for sweep, g in _sweeps(view):
+        rows = speedup_rows(g)
+        if not rows:
+            continue
+        df = pd.DataFrame(rows)
+        cols = list(df.columns)
+        caption = f"Sweep {sweep}: {len(df)} tuned trials against their baselines"
+        parts.append(Part(tables=[_table(df, cols, caption, table_id=f"speedups-{sweep}")]))
+    if not parts:
+        return None
+    return Section(
+        "speedups",
+        "Speed-ups",
+        intro=(
+            "Each tuned trial beside the trial of the same model and dataset in a stage named "
+            "baseline. Ratios are tuned / baseline (below 1: faster, or less memory); differences "
+            "are in percentage points of the best val/acc and F1."
+        ),
+        parts=parts,
+    )
+
+
 def recommendations_section(view: pd.DataFrame) -> Section | None:
     sweeps = _sweeps(view)
     parts = []
@@ -307,6 +333,12 @@ FIGURES: tuple[tuple[str, str, PlotFn], ...] = (
         lambda t, v, pal: plots.latency_vs_input(t.get(C.LATENCY), v, pal, t.get(C.FLOPS)),
     ),
     ("memory", "Memory", lambda t, v, pal: plots.memory(v, pal)),
+    (
+        "family_curves",
+        "Model families: accuracy, F1, test loss",
+        lambda t, v, pal: plots.family_curves(t.get(C.EPOCHS), v, pal),
+    ),
+    ("memory_by_size", "Memory by input size", lambda t, v, pal: plots.memory_by_size(v, pal)),
     ("lora", "LoRA rank", lambda t, v, pal: plots.lora(v, pal)),
     ("pruning", "Pruning", lambda t, v, pal: plots.pruning(v, pal)),
     (
@@ -355,6 +387,7 @@ def build_sections(tables: Tables) -> list[Section]:
         lambda: overview(tables, view),
         lambda: recommendations_section(view),
         lambda: summary(view),
+        lambda: speedups_section(view),
         *[
             (lambda sid=sid, title=title, draw=draw: figure_section(sid, title, draw, tables, view))
             for sid, title, draw in FIGURES

@@ -1,0 +1,126 @@
+"""Does the harness cost anything? One model, one dataset, one batch size and thread count, trained
+two ways in one run, alternating:
+
+- as an lvmbench trial: the `train` trainable as every runner starts it (clean start, Accelerate,
+  the step timer, the memory profiler and the device lock around each epoch, every profiler on as
+  shipped, checkpoints each epoch), without Ray: Ray's start-up is `startup.py`'s subject;
+- as a bare PyTorch loop written for the comparison: the same timm model, the same normalized
+  digits tensors in a DataLoader, AdamW and cross-entropy, timed with perf_counter.
+
+Training throughput (samples / epoch wall time) of the epochs after the first (warm-up) is
+compared; each way runs `--rounds` times and the median counts. Target: lvmbench / bare >= 0.97.
+
+    python benchmarks/harness_overhead.py [--model resnet18] [--img-size 32] [--batch-size 64]
+        [--threads 2] [--epochs 3] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from trainables.data import Pipeline, build_data
+from trainables.models import create_model
+from trainables.registry import trainable
+from trainables.reporting import ListReporter
+from trainables.trial_config import TrialConfig
+
+# Seconds the trial's warm epochs waited for the device lock (another process measuring latency on
+# this machine holds it exclusively): in the wall time, and reported beside the ratio.
+LOCK_WAITS: list[float] = []
+
+
+def trial_config(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "name": "harness_overhead",
+        "trainable": "train",
+        "model": {"name": args.model, "img_size": args.img_size},
+        "dataset": {"name": "digits"},
+        "optim": {"batch_size": args.batch_size, "epochs": args.epochs, "lr": 1e-3},
+        "precision": "fp32",
+        "device": "cpu",
+        "seed": 0,
+    }
+
+
+def lvmbench_epochs(args: argparse.Namespace) -> list[float]:
+    """Samples/s of each training epoch of one lvmbench trial (profilers on, as shipped)."""
+    reporter = ListReporter()
+    trainable("train")(trial_config(args), reporter)
+    samples = reporter.facts["data/train_samples"]
+    LOCK_WAITS.append(sum(r.get("time/lock_wait_s") or 0.0 for r in reporter.reports[1:]))
+    return [samples / r["time/epoch_s"] for r in reporter.reports]
+
+
+def bare_epochs(args: argparse.Namespace) -> list[float]:
+    """Samples/s of each epoch of a plain PyTorch loop over the same data and model."""
+    cfg = TrialConfig.model_validate(trial_config(args))
+    torch.manual_seed(0)
+    model = create_model(cfg.model, 10)
+    data = build_data(cfg.dataset, Pipeline.from_model(model, cfg.model.img_size))
+    loader = DataLoader(data.train, batch_size=args.batch_size, shuffle=True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+    loss_fn = nn.CrossEntropyLoss()
+    rates = []
+    model.train()
+    for _ in range(args.epochs):
+        seen = 0
+        t0 = time.perf_counter()
+        for images, labels in loader:
+            loss = loss_fn(model(images), labels)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            seen += labels.shape[0]
+        rates.append(seen / (time.perf_counter() - t0))
+    return rates
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="resnet18")
+    p.add_argument("--img-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=2)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    results: dict[str, list[float]] = {"lvmbench": [], "bare": []}
+    for _ in range(args.rounds):
+        for name, run in (("bare", bare_epochs), ("lvmbench", lvmbench_epochs)):
+            rates = run(args)
+            warm = rates[1:] or rates  # the first epoch warms caches and allocators
+            results[name].append(statistics.median(warm))
+            torch.set_num_threads(args.threads)  # a trial may not leave it changed
+    lvm = statistics.median(results["lvmbench"])
+    bare = statistics.median(results["bare"])
+    print(
+        f"{args.model} @ {args.img_size}px, batch {args.batch_size}, {args.threads} threads, "
+        f"digits train split, fp32, {args.epochs} epochs x {args.rounds} rounds "
+        f"(torch {torch.__version__}, {torch.get_num_threads()} threads)"
+    )
+    print(f"bare PyTorch loop : {bare:8.1f} samples/s  (rounds: {_fmt(results['bare'])})")
+    print(f"lvmbench trial    : {lvm:8.1f} samples/s  (rounds: {_fmt(results['lvmbench'])})")
+    print(f"ratio lvmbench / bare: {lvm / bare:.3f}  (target >= 0.97)")
+    waited = statistics.median(LOCK_WAITS) if LOCK_WAITS else 0.0
+    if waited > 0.01:
+        print(
+            f"note: the trial's warm epochs waited {waited:.2f} s for the device lock (another "
+            "process on this machine was timing latency); on a machine of its own that is 0"
+        )
+    return 0
+
+
+def _fmt(values: list[float]) -> str:
+    return ", ".join(f"{v:.1f}" for v in values)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
