@@ -76,6 +76,8 @@ ALIASES: dict[str, Alias] = {
     "swin": Alias("swin_base_patch4_window7_224", {}, "Swin", 4, 7, True, note="Swin-B 4/7"),
     "swin_t": Alias("swin_tiny_patch4_window7_224", {}, "Swin", 4, 7, True, note="Swin-T 4/7"),
     "resnet": Alias("resnet50", {}, "ResNet", note="ResNet-50"),
+    "resnet18": Alias("resnet18", {}, "ResNet", note="ResNet-18"),
+    "resnet50": Alias("resnet50", {}, "ResNet", note="ResNet-50"),
     "efficientnet_b0": Alias("efficientnet_b0", {}, "EfficientNet", note="EfficientNet-B0"),
     # BiT (seed 003). BiT-M: ImageNet-21k weights. timm holds no BiT-S (ImageNet-1k only) weights:
     # `bit_s_r152x2` with pretrained: true loads timm's default R152x2 weights.
