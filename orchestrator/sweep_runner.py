@@ -90,7 +90,7 @@ def route_logs(log_file: Path) -> None:
     for name in ROUTED_LOGGERS:
         logger = logging.getLogger(name)
         for old in list(logger.handlers):
-            if getattr(old, "baseFilename", None) == str(log_file.resolve()):
+            if getattr(old, "baseFilename", None) == os.path.abspath(log_file):
                 handler = old
             elif getattr(old, "lvmbench_route", False) or (
                 isinstance(old, logging.StreamHandler) and not isinstance(old, logging.FileHandler)

@@ -95,7 +95,13 @@ def dataset_opener(name: str) -> Callable[..., Any]:
 
 
 def load_metric_declarations() -> None:
-    """Import every trainable (and so every module that produces metrics): afterwards
-    `profilers.metric_registry` knows every key a trial can report."""
-    for ref in TRAINABLES.values():
-        importlib.import_module(ref.partition(":")[0])
+    """Import every module of `trainables` and `profilers` (every module that produces metrics
+    declares them at import): afterwards `profilers.metric_registry` knows every key a trial can
+    report, whatever this process happened to import before. The orchestrator's own few keys
+    (`env/ray_node_id`, ...) are declared by `orchestrator.trial_runner`."""
+    import pkgutil
+
+    for package in ("trainables", "profilers"):
+        root = importlib.import_module(package)
+        for info in pkgutil.iter_modules(root.__path__, f"{package}."):
+            importlib.import_module(info.name)
