@@ -32,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trainables.reporting import Tables, payload
+from trainables.reporting import PendingFacts, Tables, payload
 
 if TYPE_CHECKING:
     from orchestrator.sweep_schema import ResourcesConfig
@@ -55,12 +55,8 @@ class TrainReporter:
         self.rank = context.get_world_rank()
         self.world_size = context.get_world_size()
         # Where the trial ran and how wide: sent once, by rank 0, with its first report.
-        self._own_facts = where_it_runs(self.world_size) if self.rank == 0 else None
+        self._own = PendingFacts(where_it_runs(self.world_size) if self.rank == 0 else None)
         self._restored: tempfile.TemporaryDirectory[str] | None = None
-
-    def _with_own(self, facts: dict[str, Any] | None) -> dict[str, Any] | None:
-        own, self._own_facts = self._own_facts, None
-        return {**own, **(facts or {})} if own else facts
 
     def report(
         self,
@@ -77,7 +73,7 @@ class TrainReporter:
             ray.train.report({})
             return
         checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        data = payload(metrics, facts=self._with_own(facts), tables=tables)
+        data = payload(metrics, facts=self._own.merge(facts), tables=tables)
         ray.train.report(data, checkpoint=checkpoint)
 
     def report_final(self, facts: dict[str, Any], *, tables: Tables | None = None) -> None:
@@ -86,7 +82,7 @@ class TrainReporter:
         if self.rank != 0:
             ray.train.report({})
             return
-        facts = self._with_own(facts) or {}
+        facts = self._own.merge(facts) or {}
         ray.train.report(payload({}, facts=facts, tables=tables, final=True))
 
     def resume_checkpoint(self) -> str | None:

@@ -20,7 +20,7 @@ from typing import Any
 from ray import tune
 
 from profilers.metric_registry import INT, S, declare
-from trainables.reporting import Tables, payload
+from trainables.reporting import PendingFacts, Tables, payload
 
 declare(
     __name__,
@@ -51,12 +51,8 @@ class TuneReporter:
     def __init__(self, facts: dict[str, Any] | None = None) -> None:
         self._restored: tempfile.TemporaryDirectory[str] | None = None
         # Sent once, with the first report of any kind.
-        self._own_facts: dict[str, Any] | None = facts
+        self._own = PendingFacts(facts)
         self._last_metrics: dict[str, Any] = {}
-
-    def _with_own(self, facts: dict[str, Any] | None) -> dict[str, Any] | None:
-        own, self._own_facts = self._own_facts, None
-        return {**own, **(facts or {})} if own else facts
 
     def report(
         self,
@@ -67,12 +63,12 @@ class TuneReporter:
         checkpoint_dir: str | None = None,
     ) -> None:
         checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        facts = self._with_own(facts)
+        facts = self._own.merge(facts)
         self._last_metrics = dict(metrics)
         tune.report(payload(metrics, facts=facts, tables=tables), checkpoint=checkpoint)
 
     def report_final(self, facts: dict[str, Any], *, tables: Tables | None = None) -> None:
-        facts = self._with_own(facts) or {}
+        facts = self._own.merge(facts) or {}
         # The last epoch's metrics ride again at the top level for Tune alone (the live table and
         # `Result.metrics` show the last result); the sinks read only the facts of a final report.
         tune.report(payload(self._last_metrics, facts=facts, tables=tables, final=True))

@@ -62,6 +62,18 @@ def payload(
     return out
 
 
+class PendingFacts:
+    """Facts a runner adds to whatever report a trial sends first (where it ran, how wide)."""
+
+    def __init__(self, facts: dict[str, Any] | None) -> None:
+        self._pending = facts
+
+    def merge(self, facts: dict[str, Any] | None) -> dict[str, Any] | None:
+        """`facts` with the pending ones added, the first time only."""
+        own, self._pending = self._pending, None
+        return {**own, **(facts or {})} if own else facts
+
+
 @dataclass
 class ListReporter:
     """Keeps every report in memory: runs a trainable without Ray (tests, notebooks)."""
