@@ -18,6 +18,7 @@ from trainables.data import make_loader
 from trainables.epoch_loop import train_one_epoch
 from trainables.fit import fit
 from trainables.models import create_model
+from trainables.optim import build_optimizer, uses_fused
 from trainables.profiling import epoch_timer, static_profile
 from trainables.reporting import ListReporter
 from trainables.trial_config import DatasetConfig, ModelConfig, TrialConfig
@@ -207,6 +208,33 @@ def test_switches_are_recorded_as_env_facts() -> None:
     assert (facts["env/num_workers"], facts["env/pin_memory"]) == (2, True)
     assert (facts["env/prefetch_factor"], facts["env/persistent_workers"]) == (3, True)
     assert facts["env/on_device"] is False
+
+
+def _fused_flag(name: str, fused: bool | None) -> bool:
+    cfg = TrialConfig.model_validate({"optim": {"name": name, "fused": fused}})
+    return uses_fused(build_optimizer(nn.Linear(4, 2), cfg))
+
+
+def test_fused_optimizer_step_is_the_default_where_torch_has_one() -> None:
+    assert _fused_flag("adamw", None) is True
+    assert _fused_flag("sgd", None) is True
+    assert _fused_flag("adamw", False) is False
+    assert _fused_flag("lamb", None) is False  # timm's own optimizer: no fused kernel
+    with pytest.raises(ValueError, match=r"optim.fused: true.*'lamb'"):
+        _fused_flag("lamb", True)
+
+
+def test_fused_optimizer_is_recorded_and_steps_like_the_default() -> None:
+    got = {}
+    for fused in (False, None):
+        cfg = one_batch_cfg(optim={"batch_size": 8, "epochs": 1, "fused": fused})
+        ctx, model = prepared(cfg)
+        reporter = ListReporter()
+        fit(ctx, model, reporter)
+        got[fused] = (reporter.facts["env/fused_optimizer"], reporter.reports[0]["val/loss"])
+    assert got[False][0] is False and got[None][0] is True
+    # Same seed, same data: after the fused kernel's AdamW update the model scores the same.
+    assert got[None][1] == pytest.approx(got[False][1], rel=1e-4)
 
 
 def test_loader_options_reach_the_dataloader() -> None:

@@ -54,7 +54,7 @@ from trainables.auto_batch import free_memory, next_batch_size
 from trainables.device import resolve_device, trial_precision
 from trainables.heads import freeze_backbone
 from trainables.lora_adapters import apply_lora, count_params, lora_metrics
-from trainables.optim import build_optimizer
+from trainables.optim import build_optimizer, uses_fused
 from trainables.profiling import static_profile
 from trainables.reporting import Reporter
 from trainables.start_weights import start_model
@@ -116,6 +116,7 @@ declare_table(
         "lock_wait_s": (F, "s", "time waited for the exclusive window"),
         "device": (S, "", "device the point ran on"),
         "channels_last": (B, "", "inputs and weights in channels_last"),
+        "fused_optimizer": (B, "", "the optimizer stepped with torch's fused kernel (optim.fused)"),
         **MEMORY_COLUMNS,
         "error": (S, "", "what failed"),
     },
@@ -317,6 +318,7 @@ def train_point(
         "lock_wait_s": None,
         "device": str(device),
         "channels_last": cfg.model.channels_last,
+        "fused_optimizer": None,
         "error": None,
     }
     lock = (
@@ -331,6 +333,7 @@ def train_point(
                 f"precision fp16 needs a CUDA device (this point ran on {device.type})"
             )
         optimizer = build_optimizer(model, cfg)
+        row["fused_optimizer"] = uses_fused(optimizer)
         window_cm = lock.exclusive() if lock is not None else contextlib.nullcontext(None)
         with window_cm as window, track_memory(device) as mem:
             x = torch.randn(batch, 3, size, size, device=device)

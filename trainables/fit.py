@@ -30,7 +30,7 @@ from trainables.auto_batch import (
 )
 from trainables.checkpoints import restore_train_state, save_train_state
 from trainables.epoch_loop import evaluate, train_one_epoch
-from trainables.optim import build_optimizer, build_scheduler
+from trainables.optim import build_optimizer, build_scheduler, uses_fused
 from trainables.profiling import epoch_timer, profiled_region
 from trainables.reporting import Reporter, Tables
 from trainables.trial_setup import TrialContext
@@ -96,6 +96,7 @@ def _fit(
     if cfg.model.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, cfg)
+    facts = progress.facts = {**(facts or {}), "env/fused_optimizer": uses_fused(optimizer)}
     train_loader, val_loader = ctx.train_loader, ctx.val_loader
     if cfg.optim.auto_batch_size:
         progress.phase = "auto_batch_size probe"
@@ -104,7 +105,7 @@ def _fit(
         val_loader = with_batch_size(val_loader, used)
         progress.batch_size, progress.phase = used, "train"
         facts = progress.facts = {
-            **(facts or {}),
+            **facts,
             "optim/batch_size_used": used,
             "optim/auto_batch_oom_sizes": ",".join(map(str, too_big)) or None,
         }

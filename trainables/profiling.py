@@ -45,6 +45,11 @@ declare(
             "",
             "model.attention asked for, and `(no effect)` without timm attention",
         ),
+        "env/fused_optimizer": (
+            B,
+            "",
+            "the optimizer stepped with torch's fused kernel (optim.fused)",
+        ),
         "env/grad_accum": (INT, "count", "optimizer steps accumulate this many batches"),
         "env/num_workers": (INT, "count", "DataLoader worker processes (0 with on_device)"),
         "env/pin_memory": (B, "", "DataLoader pin_memory"),

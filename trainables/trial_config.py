@@ -203,6 +203,12 @@ class OptimConfig(Strict):
     )
     epochs: int = Field(3, ge=1, description="training epochs")
     grad_accum: int = Field(1, ge=1, description="gradient accumulation steps")
+    fused: bool | None = Field(
+        None,
+        description="torch's fused optimizer kernel (one kernel for all parameters): null = "
+        "wherever the optimizer (adam, adamw, sgd, momentum, nesterov) and the device have one; "
+        "false = torch's default foreach/for-loop step (recorded as env/fused_optimizer)",
+    )
     scheduler: Literal["cosine", "none"] = Field(
         "cosine", description="timm's cosine schedule stepped per update, or a constant lr"
     )
