@@ -14,18 +14,20 @@ import contextlib
 import fcntl
 import math
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
-
-from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.parquet_sink import error_class
 from orchestrator.parquet_tables import flatten_params
 from orchestrator.results import LoggerCallback, error_text, split_result, start_columns
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 DEFAULT_STORE_DIR = "mlruns"
 MAX_PARAM_LEN = 6000  # MLflow's limit for a param value
@@ -80,6 +82,16 @@ def store_lock(tracking_uri: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def preload_mlflow() -> None:
+    """Import MLflow's client and its SQL store on a thread of their own (no store is opened)."""
+
+    def load() -> None:
+        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+        from mlflow import MlflowClient  # noqa: F401
+
+    threading.Thread(target=load, name="lvmbench-mlflow-import", daemon=True).start()
+
+
 def _ms() -> int:
     return int(time.time() * 1000)
 
@@ -112,6 +124,7 @@ class MlflowSink(LoggerCallback):
 
     def _reset(self) -> None:
         self._client: MlflowClient | None = None
+        self._parent_job: Future[str] | None = None
         self.parent_run_id: str | None = None
         self._experiment_id: str | None = None
         self._children: dict[str, str] = {}
@@ -127,6 +140,7 @@ class MlflowSink(LoggerCallback):
         state = dict(self.__dict__)
         for key in (
             "_client",
+            "_parent_job",
             "parent_run_id",
             "_experiment_id",
             "_children",
@@ -146,6 +160,8 @@ class MlflowSink(LoggerCallback):
     @property
     def client(self) -> MlflowClient:
         if self._client is None:
+            from mlflow import MlflowClient
+
             with store_lock(self.tracking_uri):
                 # Opening a new SQLite store creates its tables; two sweeps starting at once on
                 # one store must not both run that migration.
@@ -172,8 +188,25 @@ class MlflowSink(LoggerCallback):
             if not token:
                 return runs
 
+    def start_in_background(self) -> None:
+        """Open the store and start the parent run on a thread of its own while Tune starts the
+        first worker (a second or more: a new SQLite store runs its migrations). `start_parent`
+        waits for it, and raises what it raised."""
+        if self._parent_job is None and self.parent_run_id is None:
+            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lvmbench-mlflow")
+            self._parent_job = pool.submit(self._start_parent)
+            pool.shutdown(wait=False)
+
     def start_parent(self) -> str:
         """Create the invocation's parent run, or find it again after `--resume` (idempotent)."""
+        if self._parent_job is not None:
+            job, self._parent_job = self._parent_job, None
+            return job.result()
+        return self._start_parent()
+
+    def _start_parent(self) -> str:
+        from mlflow.entities import Param
+
         if self.parent_run_id is None:
             self._experiment_id = get_or_create_experiment(
                 self.client, self.sweep_name, self.tracking_uri
@@ -213,9 +246,11 @@ class MlflowSink(LoggerCallback):
             self.client.update_run(run.info.run_id, status="RUNNING")
 
     def setup(self, **info: Any) -> None:
-        self.start_parent()
+        self.start_in_background()
 
     def log_trial_start(self, trial: Any) -> None:
+        from mlflow.entities import Param, RunTag
+
         parent = self.start_parent()
         if trial.trial_id in self._children:
             run_id = self._children[trial.trial_id]
@@ -293,6 +328,8 @@ class MlflowSink(LoggerCallback):
         A metric already at `step` is skipped: a retried trial reports again the epochs after
         its last checkpoint, and MLflow would keep both points.
         """
+        from mlflow.entities import Metric, RunTag
+
         now = _ms()
         done = self._logged.setdefault(run_id, {}).setdefault(step, set())
         batch = [
@@ -319,6 +356,8 @@ class MlflowSink(LoggerCallback):
             self.client.log_batch(run_id, tags=tags)
 
     def _finish(self, trial: Any, status: str, error: str | None) -> None:
+        from mlflow.entities import RunTag
+
         run_id = self._run_id(trial)
         for name, rows in self._tables.pop(trial.trial_id, {}).items():
             import pandas as pd

@@ -10,8 +10,8 @@ for the first `--limit` other matches (timm holds over a thousand names); the re
 null figures and say so. A model that cannot be built or counted gets null figures and its error.
 
 Counting traces a forward pass of each model (ViT-L or BiT R152x2 at 224 px take tens of seconds
-on a small CPU), so counted figures are kept in `$XDG_CACHE_HOME/lvmbench/model_figures.json`
-(default `~/.cache/...`), keyed by model, kwargs, input size and the timm / torch / fvcore
+on a small CPU), so counted figures are kept in `model_figures.json` in lvmbench's cache folder
+(`$LVMBENCH_CACHE`, else `$XDG_CACHE_HOME/lvmbench`, else `~/.cache/lvmbench`), keyed by model, kwargs, input size and the timm / torch / fvcore
 versions; `--refresh` counts again.
 """
 
@@ -137,8 +137,9 @@ def figures(name: str, img_size: int) -> dict[str, Any]:
 
 
 def cache_path() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "lvmbench" / "model_figures.json"
+    from trainables.installed_names import cache_dir
+
+    return cache_dir() / "model_figures.json"
 
 
 def _versions() -> str:

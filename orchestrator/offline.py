@@ -18,8 +18,8 @@ from functools import cache
 from pathlib import Path
 
 from orchestrator.sweep_schema import SweepConfig, SweepError
-from trainables.data import CIFAR_FOLDERS
 from trainables.model_names import HF_HUB_PREFIX, TORCHVISION_PREFIX, is_hf, resolve
+from trainables.registry import CIFAR_FOLDERS
 
 HUB_HOST = ("huggingface.co", 443)
 CIFAR_HOST = ("www.cs.toronto.edu", 443)

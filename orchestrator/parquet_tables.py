@@ -26,12 +26,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel
 
-from profilers.metric_registry import metric_type
-from trainables.registry import OPTIONAL_SECTIONS, TRAINABLE_SECTIONS, load_metric_declarations
+from profilers.metric_registry import load_catalog, metric_type
+from trainables.registry import OPTIONAL_SECTIONS, TRAINABLE_SECTIONS
 from trainables.trial_config import TrialConfig
 
-# Column types come from the metric registry: fill it with every producer's declarations.
-load_metric_declarations()
+# Column types come from the metric registry: every producer's declarations, read from the
+# catalog (importing the producers would cost the driver seconds of torch, timm and peft).
+load_catalog()
 
 SCHEMA_VERSION = 1
 

@@ -134,6 +134,8 @@ def _sinks(
 
     sinks: list[Any] = [ParquetSink(output, sweep.name)]
     try:
+        import mlflow  # noqa: F401  (the sink imports it only when it first logs)
+
         from orchestrator.mlflow_sink import MlflowSink, default_tracking_uri
     except ImportError as err:
         print(f"mlflow: not logged ({err.name or err} is not importable); Parquet only", flush=True)

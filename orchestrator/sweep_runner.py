@@ -20,7 +20,7 @@ from typing import Any
 from ray.tune.logger import JsonLoggerCallback
 
 from orchestrator.dotted_keys import set_path
-from orchestrator.mlflow_sink import MlflowSink, default_tracking_uri
+from orchestrator.mlflow_sink import MlflowSink, default_tracking_uri, preload_mlflow
 from orchestrator.parquet_sink import ParquetSink
 from orchestrator.search_space import param_space
 from orchestrator.sweep_schema import SweepConfig, SweepError
@@ -225,9 +225,6 @@ def run_sweep(
         restore_from = found[-1]
 
     route_logs(output / RAY_LOG)
-    init_ray(address)
-    sweep = check_resources(sweep, local=not (address or os.environ.get("RAY_ADDRESS")))
-    trainable = trial_trainable(sweep.resources, max_failures=sweep.max_failures)
     mlflow_sink = MlflowSink(
         tracking_uri=tracking_uri,
         sweep_name=sweep.name,
@@ -248,6 +245,11 @@ def run_sweep(
             **({"mlflow.source.git.commit": sha} if (sha := git_sha()) else {}),
         },
     )
+    # MLflow's imports (a second) overlap Ray's start; nothing is written before Tune starts.
+    preload_mlflow()
+    init_ray(address)
+    sweep = check_resources(sweep, local=not (address or os.environ.get("RAY_ADDRESS")))
+    trainable = trial_trainable(sweep.resources, max_failures=sweep.max_failures)
     if restore_from is not None:
         tuner = tune.Tuner.restore(
             str(restore_from), trainable, resume_unfinished=True, resume_errored=True

@@ -11,12 +11,17 @@ profile re-run after pruning or a LoRA merge: `merged/flops/fwd_gmacs`) and keye
 declared with a trailing `*` (`model/size_mb_*`).
 
 Profilers import nothing from the rest of lvmbench; `trainables.registry.load_metric_declarations`
-imports every producing module so the registry is complete.
+imports every producing module so the registry is complete. That takes seconds (torch, timm, peft),
+so a process that only writes rows (the sweep's driver) reads `metric_catalog.json` instead
+(`load_catalog`): every declaration, written by `make docs` and checked current by the tests. A
+module's own declaration, where it is imported, replaces its catalog entry.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 F, INT, S, B = "float64", "int64", "string", "bool"
 TYPES = (F, INT, S, B)
@@ -29,6 +34,7 @@ class MetricSpec:
     unit: str
     description: str
     module: str  # the module that produces it
+    from_catalog: bool = False  # read from metric_catalog.json, not declared in this process
 
 
 _METRICS: dict[str, MetricSpec] = {}
@@ -47,6 +53,9 @@ def _specs(module: str, entries: dict[str, tuple[str, str, str]]) -> dict[str, M
 def _add(target: dict[str, MetricSpec], specs: dict[str, MetricSpec], what: str) -> None:
     for name, spec in specs.items():
         old = target.get(name)
+        if old is not None and old.from_catalog:
+            target[name] = spec
+            continue
         if old is not None and (old.type, old.unit) != (spec.type, spec.unit):
             raise ValueError(
                 f"{what} {name!r} declared by {spec.module} as {spec.type} [{spec.unit}] but by "
@@ -99,15 +108,55 @@ def metric_unit(key: str) -> str | None:
     return spec.unit if spec else None
 
 
-def registered() -> dict[str, MetricSpec]:
-    """Every declared flat metric, by name (import the producers first)."""
-    return dict(sorted(_METRICS.items()))
+def registered(*, declared_only: bool = False) -> dict[str, MetricSpec]:
+    """Every known flat metric, by name (import the producers or `load_catalog` first);
+    `declared_only`: leave out what came from the catalog alone."""
+    return {n: s for n, s in sorted(_METRICS.items()) if not (declared_only and s.from_catalog)}
 
 
-def registered_tables() -> dict[str, dict[str, MetricSpec]]:
-    """Every declared table with its columns."""
-    return {t: dict(cols) for t, cols in sorted(_TABLES.items())}
+def registered_tables(*, declared_only: bool = False) -> dict[str, dict[str, MetricSpec]]:
+    """Every known table with its columns."""
+    return {
+        t: {n: s for n, s in cols.items() if not (declared_only and s.from_catalog)}
+        for t, cols in sorted(_TABLES.items())
+    }
 
 
 def table_types(table: str) -> dict[str, str]:
     return {name: spec.type for name, spec in _TABLES.get(table, {}).items()}
+
+
+CATALOG = Path(__file__).with_name("metric_catalog.json")
+
+
+def catalog_json() -> str:
+    """Every declaration of this process as the text of `metric_catalog.json` (`make docs`)."""
+
+    def rows(specs: dict[str, MetricSpec]) -> dict[str, list[str]]:
+        # Only what this process declared: a stale catalog entry must not outlive its declaration.
+        return {
+            n: [s.type, s.unit, s.description, s.module]
+            for n, s in sorted(specs.items())
+            if not s.from_catalog
+        }
+
+    doc = {
+        "generated_by": "scripts/gen_docs.py (make docs) from every declare()/declare_table()",
+        "metrics": rows(_METRICS),
+        "tables": {t: rows(cols) for t, cols in sorted(_TABLES.items())},
+    }
+    return json.dumps(doc, indent=1, ensure_ascii=False) + "\n"
+
+
+def load_catalog(path: Path = CATALOG) -> None:
+    """Register every declaration in `path` that this process has not declared itself."""
+    doc = json.loads(path.read_text(encoding="utf-8"))
+
+    def add(target: dict[str, MetricSpec], entries: dict[str, list[str]]) -> None:
+        for name, (typ, unit, description, module) in entries.items():
+            if name not in target:
+                target[name] = MetricSpec(name, typ, unit, description, module, True)
+
+    add(_METRICS, doc["metrics"])
+    for table, columns in doc["tables"].items():
+        add(_TABLES.setdefault(table, {}), columns)

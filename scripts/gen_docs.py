@@ -12,6 +12,9 @@ A page holds a generated block between `<!-- BEGIN GENERATED: <block> -->` and
 - `metrics` (docs/profilers-and-metrics.md): every metric name and table column the producing
   modules declare in `profilers.metric_registry`, grouped by prefix.
 
+It also writes `profilers/metric_catalog.json`, the same declarations as data: the sweep's driver
+types its Parquet columns from it without importing torch, timm and peft.
+
 The output depends only on the code, never on the machine or the clock, so `--check` is stable.
 """
 
@@ -282,16 +285,20 @@ def _metric_rows(specs: dict[str, Any], first: str) -> list[str]:
     return rows
 
 
-def metrics_markdown() -> str:
-    """Every declared metric, grouped by prefix, then every declared table's columns."""
-    from profilers.metric_registry import registered, registered_tables
+def _declare_everything() -> None:
     from trainables.registry import load_metric_declarations
 
     load_metric_declarations()
     # The facts the orchestrator adds to every trial: where it ran, how many workers.
     import orchestrator.trial_runner  # noqa: F401
 
-    metrics = registered()
+
+def metrics_markdown() -> str:
+    """Every declared metric, grouped by prefix, then every declared table's columns."""
+    from profilers.metric_registry import registered, registered_tables
+
+    _declare_everything()
+    metrics = registered(declared_only=True)
     groups: dict[str, dict[str, Any]] = {}
     for name, spec in metrics.items():
         group = name.split("/", 1)[0] if "/" in name else "(no prefix)"
@@ -302,7 +309,7 @@ def metrics_markdown() -> str:
     for group in sorted(groups, key=_group_key):
         heading = f"`{group}/`" if group != "(no prefix)" else "Without a prefix"
         out += [f"### {heading}", "", *_metric_rows(groups[group], "name"), ""]
-    for table, columns in registered_tables().items():
+    for table, columns in registered_tables(declared_only=True).items():
         out += [f"### Columns of table `{table}`", "", *_metric_rows(columns, "column"), ""]
     return "\n".join(out).rstrip() + "\n"
 
@@ -336,8 +343,13 @@ def replace_block(text: str, name: str, body: str, source: str) -> str:
 
 
 def render(docs: Path = DOCS) -> dict[Path, tuple[str, str]]:
-    """Each page with a generated block: (text on disk, text as it should be)."""
-    pages: dict[Path, tuple[str, str]] = {}
+    """Each page with a generated block, and the metric catalog: (text on disk, text as it
+    should be)."""
+    from profilers.metric_registry import CATALOG, catalog_json
+
+    _declare_everything()
+    on_disk = CATALOG.read_text(encoding="utf-8") if CATALOG.exists() else ""
+    pages: dict[Path, tuple[str, str]] = {CATALOG: (on_disk, catalog_json())}
     for name, (page, source, renderer) in BLOCKS.items():
         path = docs / page
         current = pages[path][1] if path in pages else path.read_text(encoding="utf-8")

@@ -3,10 +3,14 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -112,3 +116,79 @@ def test_route_logs_sends_ray_and_mlflow_records_to_the_file(tmp_path: Path) -> 
             for h in handlers:
                 logger.addHandler(h)
             logger.propagate = propagate
+
+
+def test_validate_with_a_warm_name_cache_imports_neither_torch_nor_timm(tmp_path: Path) -> None:
+    env = {**os.environ, "LVMBENCH_CACHE": str(tmp_path)}
+    code = (
+        "import sys\n"
+        "import orchestrator.cli as cli\n"
+        "code = cli.main(['validate', 'sweeps/quickstart.yaml'])\n"
+        "heavy = sorted(m for m in ('torch', 'timm', 'ray', 'mlflow') if m in sys.modules)\n"
+        "print('CODE', code, 'HEAVY', heavy)\n"
+    )
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        for _ in range(2)
+    ]
+    assert all(r.returncode == 0 for r in runs), runs[0].stderr[-2000:]
+    # The first run reads timm's registry (and writes the cache); the second reads the cache.
+    assert "CODE 0 HEAVY ['timm', 'torch']" in runs[0].stdout, runs[0].stdout[-500:]
+    assert "CODE 0 HEAVY []" in runs[1].stdout, runs[1].stdout[-500:]
+    assert [p.name.split("-")[0] for p in tmp_path.glob("*-models.json")] == ["timm"]
+
+
+def test_name_cache_is_per_installed_version_and_survives_a_broken_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trainables import installed_names
+
+    monkeypatch.setenv("LVMBENCH_CACHE", str(tmp_path))
+    reads: list[int] = []
+
+    def read() -> list[str]:
+        reads.append(1)
+        return ["b_net", "a_net"]
+
+    assert installed_names.cached_names("timm", "test", read) == {"a_net", "b_net"}
+    assert installed_names.cached_names("timm", "test", read) == {"a_net", "b_net"}
+    assert len(reads) == 1  # the second came from the file
+    (path,) = tmp_path.glob("timm-*-test.json")
+    assert path.name.startswith(f"timm-{importlib.metadata.version('timm')}-")
+    path.write_text("[not json", encoding="utf-8")
+    assert installed_names.cached_names("timm", "test", read) == {"a_net", "b_net"}
+    assert len(reads) == 2  # a broken file is read again from the library, and rewritten
+    assert json.loads(path.read_text(encoding="utf-8")) == ["a_net", "b_net"]
+
+
+def test_unknown_names_are_still_refused_from_the_cache(tmp_path: Path) -> None:
+    env = {**os.environ, "LVMBENCH_CACHE": str(tmp_path)}
+    code = (
+        "from trainables.model_names import check_model_name\n"
+        "from trainables.trial_config import OptimConfig\n"
+        "check_model_name('resnet10t')\n"
+        "for bad in ('resnet10x', 'vit_tiny_patch16_224x.augreg'):\n"
+        "    try:\n"
+        "        check_model_name(bad)\n"
+        "    except ValueError as err:\n"
+        "        print('REFUSED', err)\n"
+        "try:\n"
+        "    OptimConfig(name='adamww')\n"
+        "except ValueError as err:\n"
+        "    print('REFUSED', 'adamw' in str(err))\n"
+    )
+    for _ in range(2):  # cold, then from the cache
+        out = subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert "did you mean resnet10t" in out.stdout
+        assert "did you mean vit_tiny_patch16_224" in out.stdout
+        assert "REFUSED True" in out.stdout

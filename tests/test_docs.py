@@ -173,3 +173,52 @@ def test_readme_layout_names_every_module_once() -> None:
         if p.split("/")[0] in ("orchestrator", "trainables", "profilers") and p not in listed
     )
     assert not unlisted, f"README.md's layout lacks {unlisted}"
+
+
+def test_the_driver_types_columns_from_the_catalog_without_torch() -> None:
+    import subprocess
+
+    code = (
+        "import sys\n"
+        "import orchestrator.parquet_tables\n"
+        "from profilers.metric_registry import metric_spec\n"
+        "spec = metric_spec('time/epoch_s')\n"
+        "print('SPEC', spec.type, spec.module, spec.from_catalog)\n"
+        "print('TABLE', metric_spec('merged/flops/fwd_gmacs').type)\n"
+        "print('HEAVY', sorted(m for m in ('torch', 'timm', 'peft') if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "SPEC float64 profilers.step_timer True" in out.stdout
+    assert "TABLE float64" in out.stdout
+    assert "HEAVY []" in out.stdout
+
+
+def test_a_declaration_replaces_its_catalog_entry(tmp_path: Path) -> None:
+    import json
+
+    from profilers import metric_registry as reg
+
+    catalog = {
+        "metrics": {"zz_test/x": ["int64", "count", "old meaning", "somewhere.old"]},
+        "tables": {"zz_test_table": {"c": ["string", "", "old", "somewhere.old"]}},
+    }
+    path = tmp_path / "catalog.json"
+    path.write_text(json.dumps(catalog), encoding="utf-8")
+    try:
+        reg.load_catalog(path)
+        assert reg.metric_type("zz_test/x") == "int64"
+        assert "zz_test/x" not in reg.registered(declared_only=True)
+        # The module's own declaration wins, even where the (stale) catalog said otherwise.
+        reg.declare("tests.here", {"zz_test/x": (reg.F, "s", "new meaning")})
+        assert reg.metric_spec("zz_test/x") == reg.MetricSpec(
+            "zz_test/x", "float64", "s", "new meaning", "tests.here"
+        )
+        # Two real declarations that disagree are still an error.
+        with pytest.raises(ValueError, match="zz_test/x"):
+            reg.declare("tests.other", {"zz_test/x": (reg.INT, "count", "other")})
+    finally:
+        reg._METRICS.pop("zz_test/x", None)
+        reg._TABLES.pop("zz_test_table", None)

@@ -33,10 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
-from trainables.registry import dataset_opener
+from trainables.registry import CIFAR_FOLDERS, dataset_opener
 from trainables.trial_config import DatasetConfig
-
-CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
 
 
 class DatasetMissingError(FileNotFoundError):

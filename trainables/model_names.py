@@ -1,7 +1,8 @@
 """Model names a sweep file may use: timm names (with an optional pretrained tag),
 `torchvision/<name>`, Hugging Face transformers classifiers (`hf/<repo id>`, `hf:<local path>`),
-and short aliases for the seeds' models. Checking a name imports timm or torchvision only when it
-is not an alias (and transformers never); building a model lives in `trainables.models`.
+and short aliases for the seeds' models. Checking a name reads timm's or torchvision's registry
+through `trainables.installed_names` (imported once per installed version, then cached) and never
+imports transformers; building a model lives in `trainables.models`.
 
 `check_geometry` checks, from names alone, that an input size fits a model: the side divisible by
 the patch (ViT, DeiT, hybrids: by the CNN stem's total stride) and a Swin window that tiles the
@@ -12,8 +13,9 @@ from __future__ import annotations
 
 import difflib
 import re
-from functools import cache
 from typing import Any, NamedTuple
+
+from trainables.installed_names import timm_models, torchvision_models
 
 TORCHVISION_PREFIX = "torchvision/"
 HF_HUB_PREFIX = "hf/"
@@ -103,20 +105,6 @@ class UnknownModelError(ValueError):
     pass
 
 
-@cache
-def _timm_names() -> frozenset[str]:
-    import timm
-
-    return frozenset(timm.list_models())
-
-
-@cache
-def _torchvision_names() -> frozenset[str]:
-    import torchvision
-
-    return frozenset(torchvision.models.list_models())
-
-
 def is_hf(name: str) -> bool:
     """Whether `name` names a Hugging Face transformers model (`hf/<repo>` or `hf:<path>`)."""
     return name.startswith((HF_HUB_PREFIX, HF_LOCAL_PREFIX))
@@ -131,7 +119,7 @@ def check_model_name(name: str) -> None:
         return
     if name.startswith(TORCHVISION_PREFIX):
         arch = name.removeprefix(TORCHVISION_PREFIX)
-        known = _torchvision_names()
+        known = torchvision_models()
         if arch in known:
             return
         close = difflib.get_close_matches(arch, sorted(known), n=3)
@@ -139,13 +127,12 @@ def check_model_name(name: str) -> None:
             f"; did you mean {', '.join(TORCHVISION_PREFIX + c for c in close)}?" if close else ""
         )
         raise UnknownModelError(f"unknown torchvision model {arch!r}{hint}")
-    from timm.models import split_model_name_tag
-
-    # timm names may carry a pretrained tag: "vit_base_patch16_224.augreg_in21k".
-    arch, _ = split_model_name_tag(name)
-    if arch in _timm_names():
+    # timm names may carry a pretrained tag: "vit_base_patch16_224.augreg_in21k" (timm's
+    # split_model_name_tag splits at the first dot).
+    arch = name.split(".", 1)[0]
+    if arch in timm_models():
         return
-    close = difflib.get_close_matches(arch, sorted(_timm_names() | set(ALIASES)), n=3)
+    close = difflib.get_close_matches(arch, sorted(timm_models() | set(ALIASES)), n=3)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     raise UnknownModelError(
         f"unknown model {name!r}{hint} (accepted: any timm model name, "

@@ -42,6 +42,8 @@ DATASETS: dict[str, str] = {
     "imagenet": "trainables.imagenet_data:open_imagenet",
     "synthetic": "trainables.data:open_synthetic",
 }
+# The folder each CIFAR dataset's official tarball unpacks to, under `dataset.root`.
+CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
 # Dataset names by prefix: Hugging Face `datasets` image-classification sets.
 DATASET_PREFIXES: dict[str, str] = {
     "hf/": "trainables.hf_data:open_hf_dataset",

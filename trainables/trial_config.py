@@ -220,9 +220,9 @@ class OptimConfig(Strict):
     @field_validator("name")
     @classmethod
     def _known_optimizer(cls, name: str) -> str:
-        from timm.optim import list_optimizers
+        from trainables.installed_names import timm_optimizers
 
-        known = list_optimizers()
+        known = sorted(timm_optimizers())
         if name.lower() not in known:
             import difflib
 
