@@ -86,6 +86,12 @@ def route_logs(log_file: Path) -> None:
     terminal shows. Workers' output stays in Ray's session logs (`/tmp/ray/session_*/logs`)."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     logging.captureWarnings(True)
+    # MLflow is imported later (on a thread, while Ray starts): it must not then put its own
+    # terminal handler back on the "mlflow" logger.
+    os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
+    mlflow_logger = logging.getLogger("mlflow")
+    if mlflow_logger.level == logging.NOTSET:
+        mlflow_logger.setLevel(logging.INFO)  # what MLflow's own configuration would set
     handler: logging.Handler | None = None
     for name in ROUTED_LOGGERS:
         logger = logging.getLogger(name)

@@ -61,6 +61,10 @@ def swept(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
         check=False,
     )
     assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    # A new MLflow store's set-up, Ray's and Tune's own warnings: in out/ray.log, not on the
+    # terminal, which shows the sweep's own lines only.
+    assert "Creating initial MLflow database tables" not in run.stdout + run.stderr
+    assert "Creating initial MLflow database tables" in (root / "out" / "ray.log").read_text()
     # The sweep tells the user where the report comes from.
     assert f"python -m orchestrator report {root / 'out'}" in " ".join(run.stdout.split())
     report = subprocess.run(
