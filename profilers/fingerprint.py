@@ -92,11 +92,14 @@ def peak_flops(
     device: torch.device | str,
     precision: str,
     configured_tflops: float | str | None = None,
+    *,
+    measure: bool = True,
 ) -> tuple[float | None, str | None, str | None]:
     """Peak FLOP/s of the device at `precision`: (peak, source, reason when it is None).
 
     `configured_tflops`: a number (source `configured`), `measure` (the probe, source `measured`),
-    or None: the data sheet for known GPUs (source `table`), otherwise the probe.
+    or None: the data sheet for known GPUs (source `table`), otherwise the probe. With
+    `measure=False` the probe is not run (None and why).
     """
     if isinstance(configured_tflops, int | float):
         return float(configured_tflops) * 1e12, "configured", None
@@ -105,6 +108,8 @@ def peak_flops(
         peak, reason = table_peak_flops(device, precision)
         if peak is not None:
             return peak, "table", None
+    if not measure:
+        return None, None, "the peak would need the matmul probe, which was not run"
     measured, reason = measure_peak_flops(device, precision)
     return measured, ("measured" if measured is not None else None), reason
 

@@ -53,7 +53,8 @@ def test_fit_learns_digits_and_reports_each_epoch() -> None:
         real_report(metrics, facts=facts, tables=tables, checkpoint_dir=checkpoint_dir)
 
     reporter.report = spy  # type: ignore[method-assign]
-    fit(ctx, model, reporter, facts={"x/y": 1.0})
+    # With the model's training FLOPs (the flops profiler's fact) the timer measures the CPU peak.
+    fit(ctx, model, reporter, facts={"x/y": 1.0, "flops/train_step_gflops": 0.01})
     assert [r["epoch"] for r in reporter.reports] == [1, 2, 3]
     assert set(reporter.reports[0]) >= EPOCH_KEYS
     # Facts go once, with the first report; epoch reports carry epoch metrics only.

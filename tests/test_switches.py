@@ -254,6 +254,9 @@ def test_cpu_mfu_peak_is_measured_by_default() -> None:
     facts = timer.facts()
     assert facts["time/peak_source"] == "measured"
     assert facts["time/peak_tflops"] is not None and facts["time/peak_tflops"] > 0
+    # Without the model's FLOPs there is no MFU: the probe is not run, a configured peak is kept.
+    unmeasured = epoch_timer(cfg, CPU, {})
+    assert unmeasured is not None and unmeasured.facts()["time/peak_tflops"] is None
     configured = one_batch_cfg(profilers={**PROFILERS_OFF, "time": {"peak_tflops": 2.0}})
     timer = epoch_timer(configured, CPU, {})
     assert timer is not None

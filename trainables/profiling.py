@@ -219,8 +219,13 @@ def epoch_timer(
     if cfg.profilers.time is None:
         return None
     gflops = (static_metrics or {}).get("flops/train_step_gflops")
+    # MFU needs both: without the FLOPs a peak that would take the matmul probe (0.6 s on a CPU)
+    # is not measured; a configured or data-sheet one is still recorded.
     peak, source, reason = peak_flops(
-        device, trial_precision(cfg, device), cfg.profilers.time.peak_tflops
+        device,
+        trial_precision(cfg, device),
+        cfg.profilers.time.peak_tflops,
+        measure=gflops is not None,
     )
     if gflops is None:
         reason = "no training-step FLOPs (flops profiler off or its count failed)"
