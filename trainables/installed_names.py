@@ -5,7 +5,9 @@ Checking a sweep file needs timm's model and optimizer registries, and importing
 and torchvision) takes about 3 s: most of what `validate` and the sweep's driver would spend before
 Ray starts. The lists are read once from the libraries and kept in a small JSON file per installed
 version (`$LVMBENCH_CACHE`, else `$XDG_CACHE_HOME/lvmbench`, else `~/.cache/lvmbench`); the file's
-name holds the package's version and location, so another install or an upgrade reads afresh.
+name holds the package's version and location, so another install or an upgrade reads afresh. A
+timm edited in place (a source checkout installed with `pip install -e`, same version) keeps its
+old list until those files are deleted.
 """
 
 from __future__ import annotations

@@ -134,10 +134,12 @@ def check_model_name(name: str) -> None:
         return
     close = difflib.get_close_matches(arch, sorted(timm_models() | set(ALIASES)), n=3)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
+    import importlib.metadata
+
     raise UnknownModelError(
-        f"unknown model {name!r}{hint} (accepted: any timm model name, "
-        f"'torchvision/<name>', 'hf/<repo id>', 'hf:<local path>', or an alias: "
-        f"{', '.join(ALIASES)})"
+        f"unknown model {name!r}{hint} (accepted: any model name of the installed timm "
+        f"{importlib.metadata.version('timm')}, 'torchvision/<name>', 'hf/<repo id>', "
+        f"'hf:<local path>', or an alias: {', '.join(ALIASES)})"
     )
 
 
