@@ -379,6 +379,8 @@ class MlflowSink(LoggerCallback):
             self._finish(trial, "FINISHED", None)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
+        if self._parent_job is not None:
+            self.start_parent()  # still being created (no trial started): wait, then end it
         if self.parent_run_id is None:
             return
         # Runs an earlier (killed) driver of this invocation left RUNNING end with their trial.

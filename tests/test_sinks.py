@@ -114,3 +114,24 @@ def test_mlflow_gets_each_metric_once_per_step(mlflow_uri: str, client: MlflowCl
     for key in run.data.metrics:
         steps = [m.step for m in client.get_metric_history(run_id, key)]
         assert len(steps) == len(set(steps)), (key, steps)
+
+
+def test_parent_run_started_in_the_background_is_ended_without_trials(
+    mlflow_uri: str, client: MlflowClient
+) -> None:
+    sink = MlflowSink(mlflow_uri, "empty", "name: empty\n", {"trainable": "train"}, {})
+    sink.setup()  # opens the store and creates the parent run on a thread of its own
+    sink.on_experiment_end([])
+    (run,) = client.search_runs([client.get_experiment_by_name("empty").experiment_id])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["lvmbench.role"] == "sweep"
+
+
+def test_a_store_that_cannot_open_fails_the_first_trial_start(tmp_path: Path) -> None:
+    # The background start must not swallow the error: the first call that needs the run raises.
+    blocked = tmp_path / "not_a_dir"
+    blocked.write_text("a file where the store's folder would be")
+    sink = MlflowSink(f"sqlite:///{blocked}/mlflow.db", "s", "name: s\n", {}, {})
+    sink.setup()
+    with pytest.raises(OSError, match="not_a_dir"):
+        sink.log_trial_start(FakeTrial("t1"))
