@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trainables.reporting import PendingFacts, Tables, payload
@@ -88,12 +87,14 @@ class TrainReporter:
     def resume_checkpoint(self) -> str | None:
         import ray.train
 
+        from orchestrator.trial_runner import local_copy
+
         checkpoint = ray.train.get_checkpoint()
         if checkpoint is None:
             return None
-        # Every worker restores the same state; each copies it locally (another node's storage).
-        self._restored = tempfile.TemporaryDirectory(prefix="lvm-restore-")
-        return str(Path(checkpoint.to_directory(self._restored.name)))
+        # Every worker restores the same state, each from its own local copy.
+        self._restored, path = local_copy(checkpoint)
+        return path
 
 
 def worker_loop(loop_config: dict[str, Any]) -> None:

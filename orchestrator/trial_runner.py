@@ -77,9 +77,15 @@ class TuneReporter:
         checkpoint = tune.get_checkpoint()
         if checkpoint is None:
             return None
-        # Copied locally: the checkpoint may live on another node's or a remote storage.
-        self._restored = tempfile.TemporaryDirectory(prefix="lvm-restore-")
-        return str(Path(checkpoint.to_directory(self._restored.name)))
+        self._restored, path = local_copy(checkpoint)
+        return path
+
+
+def local_copy(checkpoint: Any) -> tuple[tempfile.TemporaryDirectory[str], str]:
+    """A Ray checkpoint copied into a local temporary folder (kept alive by the caller): it may
+    live on another node's disk or on remote storage."""
+    folder = tempfile.TemporaryDirectory(prefix="lvm-restore-")
+    return folder, str(Path(checkpoint.to_directory(folder.name)))
 
 
 def run_trial(config: dict[str, Any]) -> None:
