@@ -31,12 +31,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from trainables.data import Pipeline, build_data
-from trainables.models import create_model
-from trainables.optim import fused_step
+from trainables.config import TrialConfig
+from trainables.data.loaders import Pipeline, build_data
+from trainables.loop.optim import fused_step
+from trainables.loop.reporting import ListReporter
+from trainables.models.create import create_model
 from trainables.registry import trainable
-from trainables.reporting import ListReporter
-from trainables.trial_config import TrialConfig
 
 # Seconds the trial's warm epochs waited for the device lock (another process measuring latency on
 # this machine holds it exclusively): in the wall time, and reported beside the ratio.

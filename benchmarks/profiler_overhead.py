@@ -26,12 +26,12 @@ from typing import Any
 from torch import nn
 
 from profilers.step_timer import synchronize
-from trainables.epoch_loop import evaluate, train_one_epoch
-from trainables.models import create_model
-from trainables.optim import build_optimizer
-from trainables.profiling import epoch_timer, profiled_region, static_profile
-from trainables.trial_config import TrialConfig
-from trainables.trial_setup import TrialSetup
+from trainables.config import TrialConfig
+from trainables.loop.epoch import evaluate, train_one_epoch
+from trainables.loop.optim import build_optimizer
+from trainables.loop.profiling import epoch_timer, profiled_region, static_profile
+from trainables.loop.setup import TrialSetup
+from trainables.models.create import create_model
 
 
 def run_epoch(

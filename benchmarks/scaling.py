@@ -50,8 +50,8 @@ def sweep_dict(args: argparse.Namespace, name: str, resources: dict[str, Any], b
 
 def run(args: argparse.Namespace, out: Path, name: str, resources: dict, batch: int) -> float:
     """Median samples/s over the epochs after the first, of one sweep."""
-    from orchestrator.sweep_runner import run_sweep
-    from orchestrator.sweep_schema import validate_sweep_dict
+    from orchestrator.driver.schema import validate_sweep_dict
+    from orchestrator.driver.sweep_runner import run_sweep
 
     sweep = validate_sweep_dict(sweep_dict(args, name, resources, batch), source=name)
     outcome = run_sweep(sweep, output=out, sweep_text=name, verbose=0)
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
 
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{tempfile.mkdtemp()}/mlflow.db")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    # Ray's workers import lvmbench from this checkout (as orchestrator.sweep_runner.init_ray).
+    # Ray's workers import lvmbench from this checkout (as orchestrator.driver.sweep_runner.init_ray).
     root = str(Path(__file__).resolve().parent.parent)
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
     gpus = 0 if args.no_gpu else torch.cuda.device_count()

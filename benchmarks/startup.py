@@ -5,7 +5,7 @@ trial costs.
    one tiny trial) to its first `epochs` row on disk, and to the command's exit, `--repeats`
    times (the median counts: a shared VM's start-up varies by seconds). Target: <= 15 s.
    Before it, `validate` twice: the first command of an install reads timm's model and optimizer
-   names into lvmbench's cache (`trainables.installed_names`), every later one reads the cache.
+   names into lvmbench's cache (`trainables.models.installed`), every later one reads the cache.
 2. The parts, each measured alone in a fresh process: the driver's imports (what the CLI loads
    before Ray starts), Ray's start (`init_ray` as sweeps call it), the trial start (a worker's
    imports of torch, timm, Accelerate and the trainable), model build, data (dataset, pipeline,
@@ -52,23 +52,23 @@ resources: {{cpu: 1}}
 """
 
 PARTS = {
-    "driver imports": "import orchestrator.cli, orchestrator.stages, orchestrator.sweep_runner, "
-    "orchestrator.offline, orchestrator.run_summary",
-    "ray start": "from orchestrator.sweep_runner import init_ray\nimport ray\n"
+    "driver imports": "import orchestrator.cli, orchestrator.driver.stages, orchestrator.driver.sweep_runner, "
+    "orchestrator.driver.offline, orchestrator.driver.run_summary",
+    "ray start": "from orchestrator.driver.sweep_runner import init_ray\nimport ray\n"
     "t = time.perf_counter()\ninit_ray(None)\nelapsed = time.perf_counter() - t\nray.shutdown()",
     "trial start (worker imports)": "import torch, timm, accelerate\n"
-    "import orchestrator.trial_runner, trainables.train",
+    "import orchestrator.workers.trial_runner, trainables.train",
 }
 
 STEPS = """
 import time, torch
 import timm  # a worker has it from its trial start (above)
 torch.set_num_threads(1)
-from trainables.trial_config import TrialConfig
-from trainables.trial_setup import TrialSetup
-from trainables.models import create_model
-from trainables.fit import fit
-from trainables.reporting import ListReporter
+from trainables.config import TrialConfig
+from trainables.loop.setup import TrialSetup
+from trainables.models.create import create_model
+from trainables.loop.fit import fit
+from trainables.loop.reporting import ListReporter
 cfg = TrialConfig.model_validate({
     "model": {"name": "resnet10t", "img_size": 16}, "dataset": {"name": "digits", "subset": 64},
     "optim": {"batch_size": 8, "epochs": 1, "max_train_batches": 1, "max_val_batches": 1},

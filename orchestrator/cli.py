@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from orchestrator.sweep_schema import SweepConfig, SweepError
+from orchestrator.driver.schema import SweepConfig, SweepError
 
 EXIT_OK, EXIT_TRIAL_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 SUBCOMMANDS = ("validate", "train", "report", "trial", "models")
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in SUBCOMMANDS:
         command, rest = argv[0], argv[1:]
         if command == "models":
-            from orchestrator.models_command import main as models_main
+            from orchestrator.driver.models_command import main as models_main
 
             return models_main(rest)
         return {"validate": _validate, "train": _train, "report": _report, "trial": _trial}[
@@ -87,8 +87,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _load(path: Path, *, smoke: bool) -> tuple[SweepConfig, str]:
-    from orchestrator.smoke import apply_smoke
-    from orchestrator.sweep_schema import load_sweep
+    from orchestrator.driver.schema import load_sweep
+    from orchestrator.driver.smoke import apply_smoke
 
     sweep = load_sweep(path)
     return (apply_smoke(sweep) if smoke else sweep), path.read_text(encoding="utf-8")
@@ -96,9 +96,9 @@ def _load(path: Path, *, smoke: bool) -> tuple[SweepConfig, str]:
 
 def execute(sweep: SweepConfig, sweep_text: str, args: argparse.Namespace) -> int:
     """Build the run plan once (its stages, or the sweep alone), run it, print each stage's table."""
-    from orchestrator.offline import check_offline
-    from orchestrator.run_summary import print_summary
-    from orchestrator.stages import build_plan, run_plan
+    from orchestrator.driver.offline import check_offline
+    from orchestrator.driver.run_summary import print_summary
+    from orchestrator.driver.stages import build_plan, run_plan
 
     output: Path = args.output
     no_pretrained = bool(getattr(args, "no_pretrained", False))
@@ -132,7 +132,7 @@ def execute(sweep: SweepConfig, sweep_text: str, args: argparse.Namespace) -> in
 
 
 def _validate(argv: list[str]) -> int:
-    from orchestrator.stages import build_plan
+    from orchestrator.driver.stages import build_plan
 
     p = argparse.ArgumentParser(prog="python -m orchestrator validate")
     p.add_argument("sweep", type=Path)
@@ -153,7 +153,7 @@ def _validate(argv: list[str]) -> int:
 
 
 def _print_trials(sweep: SweepConfig) -> None:
-    from orchestrator.search_space import expand
+    from orchestrator.driver.search_space import expand
 
     trials = expand(sweep)
     searched = {"model", "model.name"} & set(sweep.search)
@@ -173,7 +173,7 @@ def _print_trials(sweep: SweepConfig) -> None:
 
 def _train(argv: list[str]) -> int:
     """The seed's train.py flags, as a one-trial sweep."""
-    from orchestrator.sweep_schema import validate_sweep_dict
+    from orchestrator.driver.schema import validate_sweep_dict
 
     p = argparse.ArgumentParser(
         prog="python -m orchestrator train",
@@ -227,7 +227,7 @@ def _train(argv: list[str]) -> int:
 
 
 def _trial(argv: list[str]) -> int:
-    from orchestrator.single_trial import main as trial_main
+    from orchestrator.driver.single_trial import main as trial_main
 
     return trial_main(argv)
 

@@ -7,7 +7,7 @@ A page holds a generated block between `<!-- BEGIN GENERATED: <block> -->` and
 `<!-- END GENERATED: <block> -->`; everything outside the markers is hand-written and left alone.
 
 - `sweep-keys` (docs/sweep-file.md): every key of a sweep file, walked from the pydantic models
-  (`orchestrator.sweep_schema.SweepConfig`, which extends `trainables.trial_config.TrialConfig`),
+  (`orchestrator.driver.schema.SweepConfig`, which extends `trainables.config.TrialConfig`),
   one table per section, in the order the models declare them.
 - `metrics` (docs/profilers-and-metrics.md): every metric name and table column the producing
   modules declare in `profilers.metric_registry`, grouped by prefix.
@@ -231,7 +231,7 @@ def _section_lines(
 
 def sweep_keys_markdown() -> str:
     """Every sweep-file key, one table per section, walked from `SweepConfig`."""
-    from orchestrator.sweep_schema import SweepConfig
+    from orchestrator.driver.schema import SweepConfig
 
     lines = _section_lines("", SweepConfig, "", {})
     return "\n".join(lines).rstrip() + "\n"
@@ -290,7 +290,7 @@ def _declare_everything() -> None:
 
     load_metric_declarations()
     # The facts the orchestrator adds to every trial: where it ran, how many workers.
-    import orchestrator.trial_runner  # noqa: F401
+    import orchestrator.workers.trial_runner  # noqa: F401
 
 
 def metrics_markdown() -> str:
@@ -321,7 +321,7 @@ def metrics_markdown() -> str:
 BLOCKS: dict[str, tuple[str, str, Callable[[], str]]] = {
     "sweep-keys": (
         "sweep-file.md",
-        "orchestrator.sweep_schema.SweepConfig",
+        "orchestrator.driver.schema.SweepConfig",
         sweep_keys_markdown,
     ),
     "metrics": (

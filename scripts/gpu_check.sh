@@ -57,7 +57,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 "$PY" - <<'PY' || failed "imports"
 import importlib, sys
 for name in ("torch", "timm", "accelerate", "peft", "pyarrow", "pandas", "pydantic", "fvcore",
-             "torch_pruning", "sklearn", "pytest", "trainables.bench", "orchestrator.single_trial"):
+             "torch_pruning", "sklearn", "pytest", "trainables.bench", "orchestrator.driver.single_trial"):
     mod = importlib.import_module(name)
     print(f"  {name:26s} {getattr(mod, '__version__', '')}")
 import torch

@@ -13,7 +13,8 @@ import pytest
 import torch
 from torch import nn
 
-from trainables.auto_batch import (
+from trainables.config import TrialConfig
+from trainables.loop.auto_batch import (
     BatchSizeError,
     fit_batch_size,
     kept_state,
@@ -21,10 +22,9 @@ from trainables.auto_batch import (
     oom_facts,
     with_batch_size,
 )
-from trainables.fit import fit
-from trainables.reporting import ListReporter
-from trainables.trial_config import TrialConfig
-from trainables.trial_setup import TrialSetup
+from trainables.loop.fit import fit
+from trainables.loop.reporting import ListReporter
+from trainables.loop.setup import TrialSetup
 
 
 class OomAbove(nn.Module):
@@ -185,7 +185,7 @@ def test_oom_facts_reach_the_trial_row() -> None:
 @pytest.mark.gpu
 def test_a_real_cuda_oom_steps_the_batch_down_and_is_measured() -> None:
     """On a device capped at 2 GiB, a batch of 1024 224-px images cannot train; a smaller one can."""
-    from trainables.auto_batch import training_step_probe
+    from trainables.loop.auto_batch import training_step_probe
 
     device = torch.device("cuda", torch.cuda.current_device())
     total = torch.cuda.get_device_properties(device).total_memory
@@ -227,9 +227,9 @@ def test_a_real_cuda_oom_steps_the_batch_down_and_is_measured() -> None:
 
 
 def test_oom_facts_survive_the_trial_scope() -> None:
-    """Through the wrapper every runner uses (trainables.trial_scope): a failed trial still sends
+    """Through the wrapper every runner uses (trainables.loop.scope): a failed trial still sends
     its OOM record in the one trial-end report."""
-    from trainables.trial_scope import scoped
+    from trainables.loop.scope import scoped
 
     def run(config: dict[str, Any], reporter: Any) -> None:
         cfg = TrialConfig.model_validate(config)

@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 import torch
 
-from orchestrator.single_trial import run_single
-from orchestrator.smoke import apply_smoke
-from orchestrator.sweep_schema import validate_sweep_dict
+from orchestrator.driver.schema import validate_sweep_dict
+from orchestrator.driver.single_trial import run_single
+from orchestrator.driver.smoke import apply_smoke
 from profilers.metric_registry import table_types
 from trainables import bench
-from trainables.reporting import ListReporter
+from trainables.loop.reporting import ListReporter
 
 TINY_VIT = {
     "name": "vit_tiny_patch16_224",
@@ -187,7 +187,7 @@ def test_bench_rows_reach_parquet_through_the_sinks(tmp_path: Path, mlflow_uri: 
 
 @pytest.mark.slow
 def test_lora_ranks_bench_stage_runs_as_smoke(tmp_path: Path, mlflow_uri: str) -> None:
-    from orchestrator.single_trial import main
+    from orchestrator.driver.single_trial import main
 
     out = tmp_path / "out"
     args = ["sweeps/lora_ranks.yaml", "--stage", "bench", "--index", "2", "--smoke"]

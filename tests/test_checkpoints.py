@@ -9,15 +9,15 @@ import timm
 import torch
 from torch import nn
 
-from trainables.checkpoints import (
+from trainables.adapters.lora import apply_lora
+from trainables.config import LoraConfig
+from trainables.models.checkpoints import (
     CHECKPOINT_FILE,
     CheckpointError,
     load_weights,
     read_checkpoint,
     save_model,
 )
-from trainables.lora_adapters import apply_lora
-from trainables.trial_config import LoraConfig
 
 
 def tiny_vit(classes: int = 10, seed: int = 0, depth: int = 1) -> nn.Module:

@@ -66,7 +66,7 @@ def test_validate_does_not_start_ray() -> None:
 def test_summary_links_the_sweeps_runs_view(tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
-    from orchestrator.run_summary import runs_link
+    from orchestrator.driver.run_summary import runs_link
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert runs_link(uri, "nothing_here") is None
@@ -77,7 +77,7 @@ def test_summary_links_the_sweeps_runs_view(tmp_path: Path) -> None:
 def test_route_logs_sends_ray_and_mlflow_records_to_the_file(tmp_path: Path) -> None:
     import logging
 
-    from orchestrator.sweep_runner import ROUTED_LOGGERS, route_logs
+    from orchestrator.driver.sweep_runner import ROUTED_LOGGERS, route_logs
 
     saved = {
         n: (logging.getLogger(n).handlers[:], logging.getLogger(n).propagate)
@@ -148,7 +148,7 @@ def test_validate_with_a_warm_name_cache_imports_neither_torch_nor_timm(tmp_path
 def test_name_cache_is_per_installed_version_and_survives_a_broken_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from trainables import installed_names
+    from trainables.models import installed as installed_names
 
     monkeypatch.setenv("LVMBENCH_CACHE", str(tmp_path))
     reads: list[int] = []
@@ -171,8 +171,8 @@ def test_name_cache_is_per_installed_version_and_survives_a_broken_file(
 def test_unknown_names_are_still_refused_from_the_cache(tmp_path: Path) -> None:
     env = {**os.environ, "LVMBENCH_CACHE": str(tmp_path)}
     code = (
-        "from trainables.model_names import check_model_name\n"
-        "from trainables.trial_config import OptimConfig\n"
+        "from trainables.models.names import check_model_name\n"
+        "from trainables.config import OptimConfig\n"
         "check_model_name('resnet10t')\n"
         "for bad in ('resnet10x', 'vit_tiny_patch16_224x.augreg'):\n"
         "    try:\n"

@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from trainables.data import DatasetMissingError, Pipeline, build_data, make_loader
-from trainables.trial_config import DatasetConfig
+from trainables.config import DatasetConfig
+from trainables.data.loaders import DatasetMissingError, Pipeline, build_data, make_loader
 
 
 def pipe(img_size: int) -> Pipeline:

@@ -10,12 +10,12 @@ import pytest
 from torch import nn
 
 from tests.trial_helpers import prepared
-from trainables.epoch_loop import NonFiniteLossError
-from trainables.fit import fit
-from trainables.models import create_model
-from trainables.reporting import ListReporter
-from trainables.trial_config import TrialConfig
-from trainables.trial_setup import TrialSetup
+from trainables.config import TrialConfig
+from trainables.loop.epoch import NonFiniteLossError
+from trainables.loop.fit import fit
+from trainables.loop.reporting import ListReporter
+from trainables.loop.setup import TrialSetup
+from trainables.models.create import create_model
 
 EPOCH_KEYS = {
     "epoch",

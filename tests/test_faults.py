@@ -145,7 +145,7 @@ def test_a_failing_trial_is_recorded_and_the_others_finish(tmp_path: Path) -> No
     bad, good = trials.loc[1e30], trials.loc[1e-3]
     assert bad["status"] == "ERROR" and good["status"] == "TERMINATED"
     assert (
-        bad["error_type"] == "trainables.epoch_loop.NonFiniteLossError"
+        bad["error_type"] == "trainables.loop.epoch.NonFiniteLossError"
         and "loss" in bad["error"].lower()
     )
     assert good["epochs_completed"] == 2
@@ -190,7 +190,7 @@ def test_restored_mlflow_sink_finds_its_runs_and_logs_no_step_twice(tmp_path: Pa
     """What `Tuner.restore` does to the sink (pickle, unpickle in a new driver), without Ray."""
     import pickle
 
-    from orchestrator.mlflow_sink import MlflowSink
+    from orchestrator.sinks.mlflow_runs import MlflowSink
     from tests.test_sinks import FACTS, FakeTrial, epoch
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

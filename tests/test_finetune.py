@@ -13,9 +13,9 @@ import torch
 from safetensors.torch import load_file
 
 from trainables import finetune, train
-from trainables.checkpoints import CHECKPOINT_FILE
-from trainables.reporting import ListReporter
-from trainables.start_weights import UpstreamStageError
+from trainables.loop.reporting import ListReporter
+from trainables.models.checkpoints import CHECKPOINT_FILE
+from trainables.models.start_weights import UpstreamStageError
 
 pytestmark = pytest.mark.slow  # a digits training run shared by the tests (~30 s CPU)
 

@@ -15,12 +15,12 @@ from PIL import Image
 
 from profilers.flops import count_flops
 from trainables import lora, train
-from trainables.data import Pipeline, open_data
-from trainables.hf_models import HFMissingError
-from trainables.lora_adapters import count_params
-from trainables.models import create_model
-from trainables.reporting import ListReporter
-from trainables.trial_config import DatasetConfig, ModelConfig
+from trainables.adapters.lora import count_params
+from trainables.config import DatasetConfig, ModelConfig
+from trainables.data.loaders import Pipeline, open_data
+from trainables.loop.reporting import ListReporter
+from trainables.models.create import create_model
+from trainables.models.hf import HFMissingError
 
 CLASSES = 3
 MEAN = (0.1, 0.2, 0.3)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from trainables.data import DatasetMissingError, open_data
-from trainables.trial_config import DatasetConfig
+from trainables.config import DatasetConfig
+from trainables.data.loaders import DatasetMissingError, open_data
 
 WNIDS = ["n01440764", "n01443537", "n01484850"]
 

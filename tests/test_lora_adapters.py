@@ -6,7 +6,7 @@ import pytest
 import timm
 import torch
 
-from trainables.lora_adapters import (
+from trainables.adapters.lora import (
     apply_lora,
     count_params,
     expected_trainable_params,
@@ -15,7 +15,7 @@ from trainables.lora_adapters import (
     optimizer_state_bytes_per_param,
     resolve_targets,
 )
-from trainables.trial_config import LoraConfig, OptimConfig
+from trainables.config import LoraConfig, OptimConfig
 
 EMBED = 192  # vit_tiny width
 DEPTH = 2  # tiny_vit's blocks

@@ -8,7 +8,7 @@ import pytest
 import timm
 
 from trainables import lora
-from trainables.reporting import ListReporter
+from trainables.loop.reporting import ListReporter
 
 # ViT-Tiny cut to one block of width 64 on 16 px inputs (4 patches): LoRA's layers, little compute.
 KWARGS = {"patch_size": 8, "depth": 1, "embed_dim": 64, "num_heads": 2}

@@ -9,15 +9,15 @@ import pytest
 import torch
 from torch import nn
 
-from trainables.lora_adapters import (
+from trainables.adapters.lora import (
     apply_lora,
     count_params,
     expected_trainable_params,
     merge_lora,
     resolve_targets,
 )
-from trainables.models import create_model
-from trainables.trial_config import LoraConfig, ModelConfig
+from trainables.config import LoraConfig, ModelConfig
+from trainables.models.create import create_model
 
 VIT = {"name": "vit_ti16", "img_size": 16, "patch_size": 8, "kwargs": {"depth": 1}}
 RESNET = {"name": "resnet10t", "img_size": 32}

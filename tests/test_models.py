@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainables.model_names import ALIASES, UnknownModelError, check_model_name
-from trainables.models import create_model
-from trainables.trial_config import ModelConfig
+from trainables.config import ModelConfig
+from trainables.models.create import create_model
+from trainables.models.names import ALIASES, UnknownModelError, check_model_name
 
 
 @pytest.mark.parametrize("alias", sorted(ALIASES))

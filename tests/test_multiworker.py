@@ -20,8 +20,8 @@ import psutil
 import pytest
 
 from orchestrator.cli import main
-from orchestrator.sweep_schema import SweepError, parse_sweep_text
-from orchestrator.train_workers import DRIVER_CPU, trial_demand
+from orchestrator.driver.schema import SweepError, parse_sweep_text
+from orchestrator.workers.train_workers import DRIVER_CPU, trial_demand
 
 SWEEP = """
 name: {name}
@@ -59,7 +59,7 @@ def test_the_resource_check_counts_every_worker_and_the_driver(
 ) -> None:
     import ray
 
-    from orchestrator.sweep_runner import check_resources
+    from orchestrator.driver.sweep_runner import check_resources
 
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
     fits = parse_sweep_text("resources: {workers: 2, cpu_per_worker: 0.5}")

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import offline
 from orchestrator.cli import main
-from orchestrator.sweep_schema import SweepError, parse_sweep_text
+from orchestrator.driver import offline
+from orchestrator.driver.schema import SweepError, parse_sweep_text
 
 LORA = "trainable: lora\nmodel: {name: vit_tiny_patch16_224, pretrained: true, img_size: 32}\n"
 

@@ -12,11 +12,11 @@ import pytest
 import torch
 from torch.utils.data import Subset
 
-from trainables.data import DeviceLoader, Pipeline, uint8_split
-from trainables.models import create_model
-from trainables.trial_config import DatasetConfig, TrialConfig
-from trainables.trial_scope import fresh_start
-from trainables.trial_setup import TrialContext, TrialSetup
+from trainables.config import DatasetConfig, TrialConfig
+from trainables.data.loaders import DeviceLoader, Pipeline, uint8_split
+from trainables.loop.scope import fresh_start
+from trainables.loop.setup import TrialContext, TrialSetup
+from trainables.models.create import create_model
 
 
 @pytest.fixture(autouse=True)
@@ -132,8 +132,8 @@ def test_on_device_refuses_datasets_that_do_not_fit_in_memory() -> None:
 
 
 def test_on_device_is_recorded_and_a_trial_learns() -> None:
-    from trainables.fit import fit
-    from trainables.reporting import ListReporter
+    from trainables.loop.fit import fit
+    from trainables.loop.reporting import ListReporter
 
     ctx = context(True)
     model = create_model(ctx.cfg.model, 10)

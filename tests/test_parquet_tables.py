@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from orchestrator.parquet_tables import PARAM_COLUMNS, PartitionedTable, flatten_params
+from orchestrator.tables import PARAM_COLUMNS, PartitionedTable, flatten_params
 
 
 def test_new_column_in_a_later_part_is_readable_everywhere(tmp_path: Path) -> None:

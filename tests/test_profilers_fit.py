@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from profilers.metric_registry import metric_type
-from trainables.reporting import ListReporter
+from trainables.loop.reporting import ListReporter
 from trainables.train import run
 
 

@@ -7,9 +7,9 @@ import timm
 import torch
 
 from profilers.metric_registry import metric_type, registered, registered_tables
-from trainables.profiling import epoch_timer, profiled_region, static_profile
+from trainables.config import TrialConfig
+from trainables.loop.profiling import epoch_timer, profiled_region, static_profile
 from trainables.registry import load_metric_declarations
-from trainables.trial_config import TrialConfig
 
 CPU = torch.device("cpu")
 FAST_LATENCY = {"batch_sizes": [1, 2], "warmup": 0, "repeats": 3}

@@ -8,10 +8,10 @@ import pytest
 
 from tests.trial_helpers import prepared
 from trainables import prune_recover
-from trainables.checkpoints import save_model
-from trainables.fit import fit
-from trainables.reporting import ListReporter
-from trainables.trial_config import TrialConfig
+from trainables.config import TrialConfig
+from trainables.loop.fit import fit
+from trainables.loop.reporting import ListReporter
+from trainables.models.checkpoints import save_model
 
 TINY_VIT = {
     "name": "vit_tiny_patch16_224",

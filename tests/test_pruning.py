@@ -10,8 +10,13 @@ from fvcore.nn import FlopCountAnalysis
 from torch import nn
 
 from tests.pruning_models import inputs, tiny_cnn, tiny_vit
-from trainables.prune_apply import hold_masks, make_permanent, structured_prune, unstructured_prune
-from trainables.prune_targets import classifier_names, prunable_layers, structured_units
+from trainables.pruning.apply import (
+    hold_masks,
+    make_permanent,
+    structured_prune,
+    unstructured_prune,
+)
+from trainables.pruning.targets import classifier_names, prunable_layers, structured_units
 
 RATIOS = [0.1, 0.3, 0.5, 0.7]
 

@@ -10,16 +10,16 @@ import torch
 from torch import nn
 
 from tests.pruning_models import inputs, tiny_vit
-from trainables.prune_apply import structured_prune, unstructured_prune
-from trainables.prune_figures import (
+from trainables.pruning.apply import structured_prune, unstructured_prune
+from trainables.pruning.figures import (
     csr_bytes,
     histogram_edges,
     sparsity_figures,
     targeted_numel,
     weight_histogram_rows,
 )
-from trainables.prune_sensitivity import ratios_from_sensitivity, sensitivity_scan
-from trainables.prune_targets import prunable_layers, structured_units
+from trainables.pruning.sensitivity import ratios_from_sensitivity, sensitivity_scan
+from trainables.pruning.targets import prunable_layers, structured_units
 
 
 def agreement_eval(dense: nn.Module, n: int = 32):

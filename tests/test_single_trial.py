@@ -12,8 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from orchestrator.single_trial import main, pick_trial
-from orchestrator.sweep_schema import validate_sweep_dict
+from orchestrator.driver.schema import validate_sweep_dict
+from orchestrator.driver.single_trial import main, pick_trial
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from orchestrator.mlflow_sink import MlflowSink
-from orchestrator.parquet_sink import ParquetSink
-from trainables.reporting import payload
+from orchestrator.sinks.mlflow_runs import MlflowSink
+from orchestrator.sinks.parquet_rows import ParquetSink
+from trainables.loop.reporting import payload
 
 CONFIG = {"trainable": "lora", "model": {"name": "resnet18"}, "lora": {"rank": 4}}
 FACTS = {"params/total": 1000, "flops/fwd_gmacs": 0.5, "env/device": "cpu"}

@@ -5,9 +5,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from orchestrator.smoke import apply_smoke
-from orchestrator.stages import build_plan
-from orchestrator.sweep_schema import parse_sweep_text
+from orchestrator.driver.schema import parse_sweep_text
+from orchestrator.driver.smoke import apply_smoke
+from orchestrator.driver.stages import build_plan
 
 GOOD = "name: x\ntrainable: train\nmodel: {name: resnet18}\ndataset: {name: digits}\n"
 FULL = """

@@ -9,10 +9,9 @@ import pandas as pd
 import pytest
 
 from orchestrator.cli import main
-from orchestrator.report import columns as C
-from orchestrator.report.tables import Tables, trial_view
-from orchestrator.smoke import apply_smoke
-from orchestrator.stages import (
+from orchestrator.driver.schema import SweepError, parse_sweep_text
+from orchestrator.driver.smoke import apply_smoke
+from orchestrator.driver.stages import (
     START_KEY,
     CheckpointLookup,
     StageCheckpoint,
@@ -20,8 +19,9 @@ from orchestrator.stages import (
     collect_checkpoints,
     run_stages,
 )
-from orchestrator.sweep_schema import SweepError, parse_sweep_text
-from trainables.trial_config import StartConfig
+from orchestrator.report import columns as C
+from orchestrator.report.tables import Tables, trial_view
+from trainables.config import StartConfig
 
 TWO_STAGES = """
 name: two
@@ -249,8 +249,8 @@ def test_failed_upstream_trial_gives_no_checkpoint_and_says_why() -> None:
 def test_stage_two_trials_get_start_from_their_own_upstream_trial() -> None:
     from ray.tune.search.variant_generator import generate_variants
 
-    from orchestrator.dotted_keys import set_path
-    from orchestrator.search_space import param_space
+    from orchestrator.driver.dotted_keys import set_path
+    from orchestrator.driver.search_space import param_space
 
     stages = build_plan(sweep())
     seen: list[tuple[str, dict[str, Any]]] = []

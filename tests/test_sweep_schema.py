@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator.cli import main
-from orchestrator.search_space import expand, param_space
-from orchestrator.sweep_schema import SweepError, parse_sweep_text
+from orchestrator.driver.schema import SweepError, parse_sweep_text
+from orchestrator.driver.search_space import expand, param_space
 
 GOOD = "name: x\ntrainable: train\nmodel: {name: resnet18}\ndataset: {name: digits}\n"
 

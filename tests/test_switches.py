@@ -14,15 +14,15 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from tests.trial_helpers import prepared
-from trainables.data import make_loader
-from trainables.epoch_loop import train_one_epoch
-from trainables.fit import fit
-from trainables.models import create_model
-from trainables.optim import build_optimizer, uses_fused
-from trainables.profiling import epoch_timer, static_profile
-from trainables.reporting import ListReporter
-from trainables.trial_config import DatasetConfig, ModelConfig, TrialConfig
-from trainables.trial_scope import TrialClock, fresh_start, scoped
+from trainables.config import DatasetConfig, ModelConfig, TrialConfig
+from trainables.data.loaders import make_loader
+from trainables.loop.epoch import train_one_epoch
+from trainables.loop.fit import fit
+from trainables.loop.optim import build_optimizer, uses_fused
+from trainables.loop.profiling import epoch_timer, static_profile
+from trainables.loop.reporting import ListReporter
+from trainables.loop.scope import TrialClock, fresh_start, scoped
+from trainables.models.create import create_model
 
 CPU = torch.device("cpu")
 PROFILERS_OFF = {"latency": False, "flops": False, "memory": False, "params": False}
@@ -345,7 +345,7 @@ def test_speedups_pair_each_tuned_trial_with_its_baseline() -> None:
 
 
 def test_isolation_is_a_sweep_option() -> None:
-    from orchestrator.sweep_schema import SweepError, validate_sweep_dict
+    from orchestrator.driver.schema import SweepError, validate_sweep_dict
 
     assert validate_sweep_dict({"name": "s"}).isolation == "reuse"
     assert validate_sweep_dict({"name": "s", "isolation": "process"}).isolation == "process"

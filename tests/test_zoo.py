@@ -12,12 +12,12 @@ import pytest
 import timm
 import torch
 
-from orchestrator.models_command import main as models_main
-from orchestrator.sweep_schema import SweepError, validate_sweep_dict
+from orchestrator.driver.models_command import main as models_main
+from orchestrator.driver.schema import SweepError, validate_sweep_dict
 from profilers.flops import count_flops
-from trainables.model_names import ALIASES, family
-from trainables.models import create_model
-from trainables.trial_config import ModelConfig
+from trainables.config import ModelConfig
+from trainables.models.create import create_model
+from trainables.models.names import ALIASES, family
 
 SLOW = {"bit_s_r152x2"}  # 236 M parameters: cannot be cut down through timm's constructor
 

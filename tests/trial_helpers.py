@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from trainables.models import create_model
-from trainables.trial_config import TrialConfig
-from trainables.trial_setup import TrialContext, TrialSetup
+from trainables.config import TrialConfig
+from trainables.loop.setup import TrialContext, TrialSetup
+from trainables.models.create import create_model
 
 
 def prepared(cfg: TrialConfig) -> tuple[TrialContext, nn.Module]:

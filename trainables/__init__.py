@@ -2,5 +2,5 @@
 
 Every trainable is `run(config: dict, reporter: Reporter) -> None`, registered by name in
 `trainables.registry`. Nothing here imports Ray or MLflow: a trial runs the same under Ray Tune
-(`orchestrator.trial_runner`) and in a plain process (tests, notebooks, `ListReporter`).
+(`orchestrator.workers.trial_runner`) and in a plain process (tests, notebooks, `ListReporter`).
 """

@@ -17,7 +17,7 @@ host clock after synchronizing the device; a step is the sum of its parts, so fo
 Each point holds the device's exclusive window (`profilers.device_lock`) and resets the memory
 peaks (`profilers.memory`). An out-of-memory at a batch is a data point (`status: oom`); with
 `optim.auto_batch_size` the batch steps down (timm's `decay_batch_step`, as training's probe in
-`trainables.auto_batch` does) until it fits, and the row keeps the batch asked for in
+`trainables.loop.auto_batch` does) until it fits, and the row keeps the batch asked for in
 `requested_batch_size`.
 
 Batch sizes and precisions are `bench.batch_sizes` / `bench.precisions`, defaulting to those of
@@ -50,15 +50,15 @@ from profilers.memory import track_memory
 from profilers.metric_registry import INT, B, F, S, declare, declare_table
 from profilers.profile_config import LatencyProfilerConfig
 from profilers.step_timer import percentile, synchronize
-from trainables.auto_batch import free_memory, next_batch_size
-from trainables.device import resolve_device, trial_precision
-from trainables.heads import freeze_backbone
-from trainables.lora_adapters import apply_lora, count_params, lora_metrics
-from trainables.optim import build_optimizer, uses_fused
-from trainables.profiling import static_profile
-from trainables.reporting import Reporter
-from trainables.start_weights import start_model
-from trainables.trial_config import TrialConfig
+from trainables.adapters.lora import apply_lora, count_params, lora_metrics
+from trainables.config import TrialConfig
+from trainables.loop.auto_batch import free_memory, next_batch_size
+from trainables.loop.device import resolve_device, trial_precision
+from trainables.loop.optim import build_optimizer, uses_fused
+from trainables.loop.profiling import static_profile
+from trainables.loop.reporting import Reporter
+from trainables.models.heads import freeze_backbone
+from trainables.models.start_weights import start_model
 
 MEMORY_COLUMNS: dict[str, tuple[str, str, str]] = {
     "gpu_peak_allocated_mb": (
@@ -205,7 +205,7 @@ def num_classes(cfg: TrialConfig) -> int:
         return cfg.dataset.num_classes
     if name in KNOWN_CLASSES:
         return KNOWN_CLASSES[name]
-    from trainables.data import open_data
+    from trainables.data.loaders import open_data
 
     return open_data(cfg.dataset, cfg.model.img_size, seed=cfg.seed).num_classes
 

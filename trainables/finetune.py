@@ -1,8 +1,8 @@
 """`finetune`: train a model that starts from weights, with a new head for this dataset.
 
 Weights come from `model.pretrained` (the hub, or a local safetensors/torch file) or
-`finetune.checkpoint`, or from an earlier stage's best checkpoint (`start:`, set by `orchestrator/stages.py`);
-`trainables.start_weights` documents the `init/*` keys that record which. The head is re-created
+`finetune.checkpoint`, or from an earlier stage's best checkpoint (`start:`, set by `orchestrator/driver/stages.py`);
+`trainables.models.start_weights` documents the `init/*` keys that record which. The head is re-created
 when the number of classes differs. `finetune.freeze_backbone: true` trains the head alone (a
 linear probe); false trains everything. Phase 2 of `python -m orchestrator train --phase 2`.
 
@@ -15,13 +15,13 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from trainables.fit import fit
-from trainables.heads import freeze_backbone
-from trainables.profiling import static_profile
-from trainables.reporting import Reporter
-from trainables.start_weights import start_model
-from trainables.trial_config import TrialConfig
-from trainables.trial_setup import TrialSetup
+from trainables.config import TrialConfig
+from trainables.loop.fit import fit
+from trainables.loop.profiling import static_profile
+from trainables.loop.reporting import Reporter
+from trainables.loop.setup import TrialSetup
+from trainables.models.heads import freeze_backbone
+from trainables.models.start_weights import start_model
 
 
 def run(config: dict[str, Any], reporter: Reporter) -> None:

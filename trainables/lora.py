@@ -4,7 +4,7 @@ One trial:
 1. start weights as in `finetune` (`init/*` keys), then `apply_lora` (`lora.rank`, `alpha`,
    `dropout`, `target_modules`; the head stays trainable; rank 0 trains everything);
 2. before training: parameter counts, FLOPs of the model as trained (adapters unmerged; the
-   training-step count feeds MFU) and the LoRA keys of `trainables.lora_adapters` (trainable
+   training-step count feeds MFU) and the LoRA keys of `trainables.adapters.lora` (trainable
    share, optimizer state saved);
 3. `fit`: per-epoch loss/accuracy, step time, throughput, peak memory;
 4. after training, in the trial-end report (`reporter.report_final`): latency and inference
@@ -27,14 +27,14 @@ import torch
 from torch import nn
 
 from profilers.metric_registry import F, declare
-from trainables.fit import fit
-from trainables.heads import unwrap
-from trainables.lora_adapters import apply_lora, count_params, lora_metrics, merge_lora
-from trainables.profiling import static_profile
-from trainables.reporting import Reporter, Tables
-from trainables.start_weights import start_model
-from trainables.trial_config import TrialConfig
-from trainables.trial_setup import TrialContext, TrialSetup
+from trainables.adapters.lora import apply_lora, count_params, lora_metrics, merge_lora
+from trainables.config import TrialConfig
+from trainables.loop.fit import fit
+from trainables.loop.profiling import static_profile
+from trainables.loop.reporting import Reporter, Tables
+from trainables.loop.setup import TrialContext, TrialSetup
+from trainables.models.heads import unwrap
+from trainables.models.start_weights import start_model
 
 declare(
     __name__,

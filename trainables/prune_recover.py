@@ -17,22 +17,22 @@ Metrics: the per-trial facts go once, with the first epoch report (the `trials` 
 | `dense/val/acc`, `dense/val/f1_macro`, `dense/val/loss` | | the dense model before pruning      |
 | `pruned/val/acc`, `pruned/val/f1_macro`, `pruned/val/loss` | | right after pruning, before recovery |
 | `recovered/val/acc`, `recovered/val/f1_macro`, `recovered/val/loss` | | after recovery, masks made permanent |
-| `prune/sparsity`                  | fraction | targeted weights zeroed or removed (trainables/prune_figures.py) |
+| `prune/sparsity`                  | fraction | targeted weights zeroed or removed (trainables/pruning/figures.py) |
 | `prune/model_sparsity`            | fraction | zeros among all parameters of the pruned model        |
 | `params/nonzero`                  | count    | non-zero parameters of the pruned model               |
 | `model/sparse_size_mb`            | MiB      | size with the targeted weights stored as CSR          |
 | `dense/prune/model_sparsity`, `dense/params/nonzero`, `dense/model/sparse_size_mb` | | the same for the dense model |
 | `recovered/prune/sparsity`        | fraction | `prune/sparsity` after recovery (held masks: unchanged) |
-| `init/*`                          |          | where the dense weights came from (trainables/start_weights.py) |
+| `init/*`                          |          | where the dense weights came from (trainables/models/start_weights.py) |
 | `prune/targeted_params`           | count    | weights in the targeted layers of the dense model     |
 | `prune/sensitivity_s`             | s        | wall time of the sensitivity scan (None when off)     |
 | `prune/prune_s`                   | s        | wall time of pruning itself                           |
 
 The scan evaluates `prune.sensitivity_samples` validation images (all when null), in at most
 `prune.sensitivity_max_batches` batches (default `optim.max_val_batches`). --smoke
-(`orchestrator/smoke.py`) keeps the smallest and largest ratio and 32 images.
+(`orchestrator/driver/smoke.py`) keeps the smallest and largest ratio and 32 images.
 
-Tables: `sensitivity` (trainables/prune_sensitivity.py), `weights` (per-layer histograms, phases
+Tables: `sensitivity` (trainables/pruning/sensitivity.py), `weights` (per-layer histograms, phases
 before / pruned / recovered), `pruned_layers` (per-layer weights before / after), and the
 profilers' `flops` and `latency` rows with `tag` "dense" or "" (pruned).
 """
@@ -48,24 +48,29 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from profilers.metric_registry import INT, F, declare
-from trainables.data import make_loader
-from trainables.epoch_loop import evaluate
-from trainables.fit import fit
-from trainables.profiling import static_profile
-from trainables.prune_apply import hold_masks, make_permanent, structured_prune, unstructured_prune
-from trainables.prune_figures import (
+from trainables.config import PruneConfig, TrialConfig
+from trainables.data.loaders import make_loader
+from trainables.loop.epoch import evaluate
+from trainables.loop.fit import fit
+from trainables.loop.profiling import static_profile
+from trainables.loop.reporting import Reporter
+from trainables.loop.setup import TrialContext, TrialSetup
+from trainables.models.start_weights import start_model
+from trainables.pruning.apply import (
+    hold_masks,
+    make_permanent,
+    structured_prune,
+    unstructured_prune,
+)
+from trainables.pruning.figures import (
     histogram_edges,
     layer_rows,
     sparsity_figures,
     targeted_numel,
     weight_histogram_rows,
 )
-from trainables.prune_sensitivity import ratios_from_sensitivity, sensitivity_scan
-from trainables.prune_targets import prunable_layers, structured_units
-from trainables.reporting import Reporter
-from trainables.start_weights import start_model
-from trainables.trial_config import PruneConfig, TrialConfig
-from trainables.trial_setup import TrialContext, TrialSetup
+from trainables.pruning.sensitivity import ratios_from_sensitivity, sensitivity_scan
+from trainables.pruning.targets import prunable_layers, structured_units
 
 declare(
     __name__,

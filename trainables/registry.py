@@ -3,9 +3,9 @@
 A name maps to `"module:function"`, imported only when a trial needs it: the sweep schema takes
 its accepted names from these dicts without importing torch, timm or the trainables themselves.
 
-- A trainable is `run(config: dict, reporter: Reporter) -> None` (`trainables.reporting`).
-- A dataset opener is `open(cfg: DatasetConfig, img_size: int, seed: int) -> RawData` (`trainables.data`): the
-  images before any model-specific pipeline, which `trainables.data.attach_pipeline` adds once
+- A trainable is `run(config: dict, reporter: Reporter) -> None` (`trainables.loop.reporting`).
+- A dataset opener is `open(cfg: DatasetConfig, img_size: int, seed: int) -> RawData` (`trainables.data.loaders`): the
+  images before any model-specific pipeline, which `trainables.data.loaders.attach_pipeline` adds once
   the model (and so its mean, std, interpolation and crop) is known.
 """
 
@@ -35,19 +35,19 @@ TRAINABLE_SECTIONS: dict[str, tuple[str, ...]] = {
 }
 
 DATASETS: dict[str, str] = {
-    "digits": "trainables.data:open_digits",
-    "cifar10": "trainables.data:open_cifar",
-    "cifar100": "trainables.data:open_cifar",
-    "imagefolder": "trainables.data:open_image_folder",
-    "imagenet": "trainables.imagenet_data:open_imagenet",
-    "synthetic": "trainables.data:open_synthetic",
+    "digits": "trainables.data.loaders:open_digits",
+    "cifar10": "trainables.data.loaders:open_cifar",
+    "cifar100": "trainables.data.loaders:open_cifar",
+    "imagefolder": "trainables.data.loaders:open_image_folder",
+    "imagenet": "trainables.data.imagenet:open_imagenet",
+    "synthetic": "trainables.data.loaders:open_synthetic",
 }
 # The folder each CIFAR dataset's official tarball unpacks to, under `dataset.root`.
 CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
 # Dataset names by prefix: Hugging Face `datasets` image-classification sets.
 DATASET_PREFIXES: dict[str, str] = {
-    "hf/": "trainables.hf_data:open_hf_dataset",
-    "hf:": "trainables.hf_data:open_hf_dataset",
+    "hf/": "trainables.data.hf:open_hf_dataset",
+    "hf:": "trainables.data.hf:open_hf_dataset",
 }
 
 
@@ -59,10 +59,10 @@ def load(ref: str) -> Callable[..., Any]:
 
 def trainable(name: str) -> Callable[..., Any]:
     """The trainable `name`, as every runner starts it: after a clean start of the process, ending
-    with one trial-end report that carries its total times (`trainables.trial_scope`)."""
+    with one trial-end report that carries its total times (`trainables.loop.scope`)."""
     if name not in TRAINABLES:
         raise KeyError(f"unknown trainable {name!r}; registered: {', '.join(TRAINABLES)}")
-    from trainables.trial_scope import scoped
+    from trainables.loop.scope import scoped
 
     return scoped(load(TRAINABLES[name]))
 
@@ -100,10 +100,10 @@ def load_metric_declarations() -> None:
     """Import every module of `trainables` and `profilers` (every module that produces metrics
     declares them at import): afterwards `profilers.metric_registry` knows every key a trial can
     report, whatever this process happened to import before. The orchestrator's own few keys
-    (`env/ray_node_id`, ...) are declared by `orchestrator.trial_runner`."""
+    (`env/ray_node_id`, ...) are declared by `orchestrator.workers.trial_runner`."""
     import pkgutil
 
     for package in ("trainables", "profilers"):
         root = importlib.import_module(package)
-        for info in pkgutil.iter_modules(root.__path__, f"{package}."):
+        for info in pkgutil.walk_packages(root.__path__, f"{package}."):
             importlib.import_module(info.name)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from trainables.fit import fit
-from trainables.models import create_model
-from trainables.profiling import needs_dynamic_img_size, static_profile
-from trainables.reporting import Reporter
-from trainables.trial_config import TrialConfig
-from trainables.trial_setup import TrialSetup
+from trainables.config import TrialConfig
+from trainables.loop.fit import fit
+from trainables.loop.profiling import needs_dynamic_img_size, static_profile
+from trainables.loop.reporting import Reporter
+from trainables.loop.setup import TrialSetup
+from trainables.models.create import create_model
 
 
 def run(config: dict[str, Any], reporter: Reporter) -> None:

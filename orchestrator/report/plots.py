@@ -572,7 +572,7 @@ def _families(view: pd.DataFrame) -> pd.Series | None:
     """Each trial's model family (ViT, BiT, Hybrid, ...), from `model.name`."""
     if not has(view, C.MODEL_NAME):
         return None
-    from trainables.model_names import family
+    from trainables.models.names import family
 
     return view[C.MODEL_NAME].astype(str).map(family)
 

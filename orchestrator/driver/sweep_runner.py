@@ -1,0 +1,358 @@
+"""Ray Tune wiring: one validated sweep -> Tuner(trainable, param_space, TuneConfig, RunConfig).
+
+Trials run in reused worker processes, each from a clean start (`isolation: reuse`, the default),
+or each in a fresh process (`isolation: process`); the MLflow and Parquet sinks run on the driver
+as Tune callbacks, so a cluster needs no shared disk for results.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ray.tune.logger import JsonLoggerCallback
+
+from orchestrator.driver.dotted_keys import set_path
+from orchestrator.driver.schema import SweepConfig, SweepError
+from orchestrator.driver.search_space import param_space
+from orchestrator.sinks.mlflow_runs import MlflowSink, default_tracking_uri, preload_mlflow
+from orchestrator.sinks.parquet_rows import ParquetSink
+from orchestrator.workers.train_workers import DRIVER_CPU, trial_demand, trial_trainable
+
+TUNE_DIR = "_tune"
+
+
+@dataclass
+class SweepOutcome:
+    experiment_path: Path
+    trial_ids: list[str]
+    errors: dict[str, str]
+    parent_run_id: str | None
+    results: Any = None  # Ray Tune's ResultGrid
+
+
+def git_sha() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def init_ray(address: str | None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    # Tune's CSV/TensorBoard loggers duplicate what the sinks write; its JSON one is added by hand.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    # The classic reporter prints one compact live table with the columns we choose; the newer
+    # one prints every result of every metric, which buries the table under ~100 lines per epoch.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Workers must import our packages from this checkout even when it is not installed.
+    root = str(Path(__file__).resolve().parent.parent)
+    pythonpath = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    os.environ["PYTHONPATH"] = pythonpath
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    ray.init(
+        address=address,
+        include_dashboard=False,
+        logging_level="WARNING",
+        # Workers' own output stays in Ray's session logs; the terminal shows the live table.
+        log_to_driver=False,
+        # A cluster's workers were started by `ray start`, not from this shell: the job's
+        # runtime environment hands them the path to import lvmbench from (RAY_ADDRESS too).
+        runtime_env={"env_vars": {"PYTHONPATH": pythonpath}} if address else None,
+    )
+
+
+RAY_LOG = "ray.log"
+# Loggers whose records go to <output>/ray.log instead of the terminal while a sweep runs.
+ROUTED_LOGGERS = ("ray", "mlflow", "alembic", "py.warnings")
+
+
+def route_logs(log_file: Path) -> None:
+    """Ray's, Tune's and MLflow's own warnings (token authentication, state snapshots, database
+    set-up) and Python warnings go to `log_file`: while a sweep runs, the live table is what the
+    terminal shows. Workers' output stays in Ray's session logs (`/tmp/ray/session_*/logs`)."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    logging.captureWarnings(True)
+    # MLflow is imported later (on a thread, while Ray starts): it must not then put its own
+    # terminal handler back on the "mlflow" logger.
+    os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
+    mlflow_logger = logging.getLogger("mlflow")
+    if mlflow_logger.level == logging.NOTSET:
+        mlflow_logger.setLevel(logging.INFO)  # what MLflow's own configuration would set
+    handler: logging.Handler | None = None
+    for name in ROUTED_LOGGERS:
+        logger = logging.getLogger(name)
+        for old in list(logger.handlers):
+            if getattr(old, "baseFilename", None) == os.path.abspath(log_file):
+                handler = old
+            elif getattr(old, "lvmbench_route", False) or (
+                isinstance(old, logging.StreamHandler) and not isinstance(old, logging.FileHandler)
+            ):
+                # The terminal, or an earlier sweep's log file in this process.
+                logger.removeHandler(old)
+        if handler is None:
+            handler = logging.FileHandler(log_file, encoding="utf-8")
+            handler.lvmbench_route = True  # type: ignore[attr-defined]
+            handler.setFormatter(
+                logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+            )
+        if handler not in logger.handlers:
+            logger.addHandler(handler)
+        logger.propagate = False
+
+
+def stage_run_name(sweep: SweepConfig) -> str:
+    """The Ray Tune experiment name prefix of a (stage) sweep: `<sweep>-<stage>`, or `<sweep>`."""
+    return sweep.name if sweep.stage is None else f"{sweep.name}-{sweep.stage}"
+
+
+def storage_root(output: Path, storage: str | None = None) -> str:
+    """Ray Tune's storage path: `--storage` (a shared path or a pyarrow/fsspec URI), else
+    `<output>/_tune`. Only checkpoints and Tune's experiment state go there; the sinks write
+    the tables and MLflow from the driver."""
+    if storage is None:
+        return str(output.resolve() / TUNE_DIR)
+    if "://" in storage:
+        return storage.rstrip("/")
+    return str(Path(storage).expanduser().resolve())
+
+
+def experiment_dirs(output: Path, name: str, storage: str | None = None) -> list[str]:
+    """Earlier runs of `name` (`<name>-<YYYYmmdd-HHMMSS>`) in the storage, oldest first."""
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+
+    root = storage_root(output, storage)
+    try:
+        fs, path = pafs.FileSystem.from_uri(root if "://" in root else Path(root).as_uri())
+        infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    except (OSError, pa.ArrowException) as err:
+        raise SweepError(f"--storage {root}: cannot list it ({err})") from err
+    pattern = re.compile(re.escape(name) + r"-\d{8}-\d{6}")
+    found = [
+        i.base_name
+        for i in infos
+        if i.type == pafs.FileType.Directory and pattern.fullmatch(i.base_name)
+    ]
+    return [f"{root}/{n}" for n in sorted(found)]
+
+
+def check_resources(sweep: SweepConfig, *, local: bool) -> SweepConfig:
+    """A trial asking for more than the cluster has would wait forever: say so before it starts.
+
+    A multi-worker trial takes `workers` x the per-worker resources plus its driver's sliver.
+    """
+    import ray
+
+    res = sweep.resources
+    have = ray.cluster_resources()
+    problems = []
+    for ray_key, want in trial_demand(res).items():
+        avail = float(have.get(ray_key, 0.0))
+        if want > avail:
+            problems.append((ray_key, want, avail))
+    multi = res.workers > 1
+    keys = {"CPU": "cpu", "GPU": "gpu"}
+    if multi:
+        keys = {"CPU": "cpu_per_worker", "GPU": "gpu_per_worker"}
+    if not problems or not local:
+        for ray_key, want, avail in problems:
+            print(f"warning: resources: {want:g} {ray_key} per trial, the cluster has {avail:g}")
+        return sweep
+    if sweep.smoke:
+        out = sweep.model_copy(deep=True)
+        for ray_key, _, avail in problems:
+            # A smoke run proves the sweep runs here; it takes what this machine has.
+            if multi:
+                spare = avail - DRIVER_CPU if ray_key == "CPU" else avail
+                capped = spare / res.workers
+            else:
+                capped = avail if ray_key == "GPU" else max(1.0, avail)
+            key = keys[ray_key]
+            print(f"smoke: resources.{key} -> {capped:g} (this machine has {avail:g} {ray_key})")
+            setattr(out.resources, key, capped)
+        return out
+    ray_key, want, avail = problems[0]
+    key = keys[ray_key]
+    what = f"{want:g}"
+    if multi:
+        per = res.worker_cpu if ray_key == "CPU" else res.worker_gpu
+        driver = f" + {DRIVER_CPU} for its driver" if ray_key == "CPU" else ""
+        what = f"{res.workers} workers x {per:g}{driver} = {want:g}"
+    raise SweepError(
+        f"resources.{key}: each trial asks for {what} {ray_key} but this machine has "
+        f"{avail:g}; lower resources.{key} (fractions share a device) or join a cluster with "
+        "--address"
+    )
+
+
+def run_sweep(
+    sweep: SweepConfig,
+    *,
+    output: Path,
+    sweep_text: str,
+    address: str | None = None,
+    resume: bool = False,
+    tracking_uri: str | None = None,
+    verbose: int = 1,
+    space_overrides: dict[str, Any] | None = None,
+    storage: str | None = None,
+) -> SweepOutcome:
+    """Run one sweep (or one stage of a staged sweep) on Ray Tune.
+
+    `space_overrides` (dotted key -> value or Tune domain) are set into the param space after the
+    search: stages use it to hand each trial its `start` (see `orchestrator/driver/stages.py`).
+    """
+    from ray import tune
+
+    output = output.resolve()
+    tracking_uri = tracking_uri or sweep.mlflow.tracking_uri or default_tracking_uri()
+    restore_from: str | None = None
+    if resume:
+        found = experiment_dirs(output, stage_run_name(sweep), storage)
+        if not found or not tune.Tuner.can_restore(found[-1]):
+            raise SweepError(
+                f"--resume: no interrupted sweep named {sweep.name!r} under "
+                f"{storage_root(output, storage)}; run it without --resume first"
+            )
+        restore_from = found[-1]
+
+    route_logs(output / RAY_LOG)
+    mlflow_sink = MlflowSink(
+        tracking_uri=tracking_uri,
+        sweep_name=sweep.name,
+        sweep_file_text=sweep_text,
+        sweep_params={
+            "trainable": sweep.trainable,
+            "num_samples": sweep.num_samples,
+            "search": ", ".join(sweep.search) or "(none)",
+            "smoke": sweep.smoke,
+            "output": str(output),
+            "stage": sweep.stage or "",
+        },
+        tags={
+            "lvmbench.sweep": sweep.name,
+            "lvmbench.smoke": str(sweep.smoke).lower(),
+            "lvmbench.stage": sweep.stage or "",
+            "lvmbench.command": " ".join(sys.argv)[:5000],
+            **({"mlflow.source.git.commit": sha} if (sha := git_sha()) else {}),
+        },
+    )
+    # MLflow's imports (a second) overlap Ray's start; nothing is written before Tune starts.
+    preload_mlflow()
+    init_ray(address)
+    sweep = check_resources(sweep, local=not (address or os.environ.get("RAY_ADDRESS")))
+    trainable = trial_trainable(sweep.resources, max_failures=sweep.max_failures)
+    if restore_from is not None:
+        tuner = tune.Tuner.restore(
+            str(restore_from), trainable, resume_unfinished=True, resume_errored=True
+        )
+        # The restored run config carries the pickled sinks: that MLflow sink holds the
+        # invocation id its parent and child runs are found again by.
+        restored = getattr(getattr(tuner, "_local_tuner", None), "get_run_config", None)
+        for callback in (restored().callbacks or []) if restored else []:
+            if isinstance(callback, MlflowSink):
+                mlflow_sink = callback
+    else:
+        checkpoint = sweep.checkpoint
+        run_config = tune.RunConfig(
+            name=f"{stage_run_name(sweep)}-{time.strftime('%Y%m%d-%H%M%S')}",
+            storage_path=storage_root(output, storage),
+            failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=checkpoint.num_to_keep,
+                # None = keep the most recent ones.
+                checkpoint_score_attribute=checkpoint.metric if checkpoint.keep == "best" else None,
+                checkpoint_score_order=checkpoint.mode,
+            ),
+            callbacks=[ParquetSink(output, sweep.name), mlflow_sink, JsonLoggerCallback()],
+            progress_reporter=live_table(sweep),
+            verbose=verbose,
+        )
+        space = param_space(sweep)
+        for key, value in (space_overrides or {}).items():
+            set_path(space, key, value)
+        tuner = tune.Tuner(
+            trainable,
+            param_space=space,
+            tune_config=tune.TuneConfig(
+                num_samples=sweep.num_samples,
+                scheduler=_scheduler(sweep),
+                max_concurrent_trials=sweep.max_concurrent_trials,
+                # A worker imports torch and timm once and runs trial after trial, each from a
+                # clean start (trainables.loop.scope); `isolation: process` gives each its own.
+                reuse_actors=sweep.isolation == "reuse",
+            ),
+            run_config=run_config,
+        )
+    results = tuner.fit()
+    trial_ids, errors = [], {}
+    for result in results:
+        trial_id = result.metrics.get("trial_id") if result.metrics else None
+        if trial_id is None and result.path:
+            trial_id = Path(result.path).name
+        trial_ids.append(str(trial_id))
+        if result.error is not None:
+            errors[str(trial_id)] = str(result.error).strip().splitlines()[-1][:300]
+    return SweepOutcome(
+        experiment_path=Path(results.experiment_path),
+        trial_ids=trial_ids,
+        errors=errors,
+        parent_run_id=mlflow_sink.parent_run_id,
+        results=results,
+    )
+
+
+LIVE_METRICS = {
+    "epoch": "epoch",
+    "val/acc": "val/acc",
+    "val/f1_macro": "F1",
+    "time/epoch_s": "epoch s",
+    "time/samples_per_s": "samples/s",
+}
+
+
+def live_table(sweep: SweepConfig) -> Any:
+    """The table Ray prints while the sweep runs: searched params and a few key metrics."""
+    from ray.tune import CLIReporter
+
+    params = {}
+    for key in sweep.search:
+        # Tune flattens the config with "/"; a searched section shows by its name field.
+        column = key.replace(".", "/") + ("/name" if key in ("model", "dataset", "optim") else "")
+        params[column] = key
+    return CLIReporter(
+        metric_columns=LIVE_METRICS,
+        parameter_columns=params or {"model/name": "model"},
+        max_report_frequency=15,
+        max_column_length=24,
+    )
+
+
+def _scheduler(sweep: SweepConfig) -> Any:
+    if sweep.scheduler is None:
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    s = sweep.scheduler
+    return ASHAScheduler(
+        time_attr="training_iteration",
+        metric=s.metric,
+        mode=s.mode,
+        max_t=max(sweep.optim.epochs, s.grace_period),
+        grace_period=s.grace_period,
+        reduction_factor=s.reduction_factor,
+    )

@@ -1,0 +1,1 @@
+"""Parameter-efficient adapters through peft: LoRA and its variants applied, counted, merged."""

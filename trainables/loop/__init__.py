@@ -1,0 +1,1 @@
+"""The trial loop every trainable shares: seed and setup, the fit loop over epochs, one epoch of training and evaluation, the profilers wired in, reporting, device, optimizer, out-of-memory as data."""

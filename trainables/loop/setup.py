@@ -1,0 +1,116 @@
+"""The set-up every trainable shares: seed, device, precision, the dataset, then — once the model
+is built — the input pipeline the model asks for, and the loaders.
+
+    setup = TrialSetup.begin(cfg)                        # seed, Accelerator, dataset opened
+    model = create_model(cfg.model, setup.num_classes)   # the head sized to the dataset
+    ctx = setup.with_model(model)                        # pipeline from the model, loaders
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch import nn
+from torch.utils.data import DataLoader
+
+from profilers.metric_registry import INT, F, S, declare
+from trainables.config import TrialConfig
+from trainables.data.loaders import (
+    DataBundle,
+    Pipeline,
+    RawData,
+    attach_pipeline,
+    device_loaders,
+    make_loader,
+    open_data,
+)
+from trainables.loop.device import resolve_device, resolve_precision
+
+declare(
+    __name__,
+    {
+        "data/mean": (S, "", "normalization mean the model asks for (timm's data config)"),
+        "data/std": (S, "", "normalization std the model asks for"),
+        "data/interpolation": (S, "", "resampling the model asks for (bilinear, bicubic, ...)"),
+        "data/crop_pct": (F, "fraction", "the model's evaluation centre crop (photo folders only)"),
+        "data/train_samples": (INT, "count", "samples in the training split"),
+        "data/val_samples": (INT, "count", "samples in the validation split"),
+    },
+)
+
+
+@dataclass
+class TrialContext:
+    cfg: TrialConfig
+    accelerator: Accelerator
+    data: DataBundle
+    train_loader: DataLoader
+    val_loader: DataLoader
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    def facts(self) -> dict[str, Any]:
+        """What the trial's data looked like: the pipeline and the split sizes."""
+        return {
+            **self.data.pipeline.facts(),
+            "data/train_samples": len(self.data.train),  # type: ignore[arg-type]
+            "data/val_samples": len(self.data.val),  # type: ignore[arg-type]
+        }
+
+
+@dataclass
+class TrialSetup:
+    cfg: TrialConfig
+    accelerator: Accelerator
+    raw: RawData
+
+    @property
+    def num_classes(self) -> int:
+        return self.raw.num_classes
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    @classmethod
+    def begin(cls, cfg: TrialConfig) -> TrialSetup:
+        set_seed(cfg.seed)
+        device = resolve_device(cfg.device)
+        accelerator = Accelerator(
+            cpu=device.type == "cpu",
+            mixed_precision=resolve_precision(cfg.precision, device),
+            gradient_accumulation_steps=cfg.optim.grad_accum,
+        )
+        raw = open_data(cfg.dataset, cfg.model.img_size, seed=cfg.seed)
+        return cls(cfg, accelerator, raw)
+
+    def with_model(self, model: nn.Module) -> TrialContext:
+        """The dataset through `model`'s own pipeline (mean, std, interpolation, crop)."""
+        cfg = self.cfg
+        data = attach_pipeline(self.raw, Pipeline.from_model(model, cfg.model.img_size))
+        if cfg.dataset.on_device:
+            if self.accelerator.num_processes > 1:
+                raise ValueError(
+                    "dataset.on_device: true runs in one process; this trial has "
+                    f"{self.accelerator.num_processes} workers: set on_device: false"
+                )
+            train_dev, val_dev = device_loaders(
+                self.raw,
+                data.pipeline,
+                cfg.dataset,
+                batch_size=cfg.optim.batch_size,
+                device=self.device,
+                seed=cfg.seed,
+            )
+            return TrialContext(cfg, self.accelerator, data, train_dev, val_dev)  # type: ignore[arg-type]
+        train_loader = make_loader(
+            data.train, cfg.optim.batch_size, shuffle=True, cfg=cfg.dataset, seed=cfg.seed
+        )
+        val_loader = make_loader(data.val, cfg.optim.batch_size, shuffle=False, cfg=cfg.dataset)
+        return TrialContext(cfg, self.accelerator, data, train_loader, val_loader)
