@@ -1,6 +1,7 @@
-"""`python -m orchestrator`: run a sweep, validate one, run one seed-style trial, or build a report.
+"""`python -m orchestrator`: the command line, one argparse subcommand per job.
 
-    python -m orchestrator SWEEP.yaml [--address ADDR] [--resume] [--smoke] [--output DIR]
+    python -m orchestrator run SWEEP.yaml [--address ADDR] [--resume] [--smoke] [--output DIR]
+    python -m orchestrator SWEEP.yaml ...          (the same: `run` is the default command)
     python -m orchestrator validate SWEEP.yaml [--smoke]
     python -m orchestrator trial SWEEP.yaml [--stage NAME] [--index N] [--smoke]   (one trial, no Ray)
     python -m orchestrator train --model vit --batch_size 128 --lr 1e-3 --epochs 50 --phase 1 --device cpu
@@ -9,6 +10,9 @@
 
 Exit codes: 0 all trials finished; 1 some trial failed (the sweep still ran to the end);
 2 bad input (nothing written).
+
+The parser is built here and only here, with no torch, timm or Ray import, so `--help` and bad
+flags answer at once; each command's work is imported when it runs.
 """
 
 from __future__ import annotations
@@ -21,22 +25,29 @@ from typing import Any
 from orchestrator.driver.schema import SweepConfig, SweepError
 
 EXIT_OK, EXIT_TRIAL_FAILED, EXIT_BAD_INPUT = 0, 1, 2
-SUBCOMMANDS = ("validate", "train", "report", "trial", "models")
+PROG = "python -m orchestrator"
 
 
-def _sweep_parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m orchestrator",
-        description="Run a sweep of vision-model trials on Ray Tune, profiled, into MLflow and "
-        "Parquet. Other commands: validate SWEEP.yaml | trial SWEEP.yaml [--stage S] [--index N] "
-        "| train --model ... | report DIR",
+        prog=PROG,
+        description="Run sweeps of vision-model trials on Ray Tune, profiled (time, memory, "
+        "FLOPs, latency) beside accuracy, into MLflow and Parquet. "
+        f"`{PROG} SWEEP.yaml` is short for `{PROG} run SWEEP.yaml`.",
     )
-    p.add_argument("sweep", type=Path, help="sweep file (YAML)")
-    _add_run_flags(p)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_run(sub.add_parser("run", help="run a sweep (the default command)"))
+    _add_validate(sub.add_parser("validate", help="check a sweep file and list its trials"))
+    _add_trial(sub.add_parser("trial", help="run one trial of a sweep in this process, no Ray"))
+    _add_train(sub.add_parser("train", help="one trial with the seed's train.py flags"))
+    _add_report(sub.add_parser("report", help="the Parquet tables -> one HTML report"))
+    _add_models(sub.add_parser("models", help="model names and aliases, params, GMACs"))
     return p
 
 
-def _add_run_flags(p: argparse.ArgumentParser) -> None:
+def _add_run(p: argparse.ArgumentParser) -> None:
+    p.description = "Run a sweep of trials on Ray Tune into MLflow and Parquet."
+    p.add_argument("sweep", type=Path, help="sweep file (YAML)")
     p.add_argument("--output", type=Path, default=Path("results"), help="results dir (results/)")
     p.add_argument("--address", default=None, help="join a Ray cluster (or set RAY_ADDRESS)")
     p.add_argument(
@@ -64,20 +75,94 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--quiet", action="store_true", help="no live trial table")
     p.add_argument("--report", action="store_true", help="write <output>/report.html at the end")
+    p.set_defaults(handler=_run)
+
+
+def _add_validate(p: argparse.ArgumentParser) -> None:
+    p.description = "Validate a sweep file (every stage) and print the trials it expands to."
+    p.add_argument("sweep", type=Path, help="sweep file (YAML)")
+    p.add_argument("--smoke", action="store_true", help="validate it as --smoke would run it")
+    p.set_defaults(handler=_validate)
+
+
+def _add_trial(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Run one trial of a sweep in this process, without Ray (debugging, pdb, machines "
+        "without Ray); its rows go to Parquet (and MLflow when importable)."
+    )
+    p.add_argument("sweep", type=Path, help="sweep file (YAML)")
+    p.add_argument("--stage", default=None, help="stage name (default: the first stage)")
+    p.add_argument(
+        "--index",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="trial number(s), as `validate` lists them; several run one after another",
+    )
+    p.add_argument("--output", type=Path, default=Path("results"), help="results dir (results/)")
+    p.add_argument("--smoke", action="store_true", help="shrink the trial as --smoke does")
+    p.add_argument(
+        "--no-pretrained", action="store_true", help="random init where hub weights are unreachable"
+    )
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (when importable)")
+    p.add_argument("--pdb", action="store_true", help="post-mortem debugger if the trial fails")
+    p.set_defaults(handler=_trial)
+
+
+def _add_train(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "One trial with the flags of the seed's train.py (phase 1 = train, 2 = finetune)."
+    )
+    p.add_argument("--model", default="vit", help="vit, deit, swin, resnet, ... or any timm name")
+    p.add_argument("--batch_size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--phase", type=int, choices=(1, 2), default=1, help="1 pretrain, 2 fine-tune")
+    p.add_argument("--device", choices=("cuda", "cpu", "mps", "auto"), default="auto")
+    p.add_argument("--dataset", default="cifar100", help="digits, cifar10, cifar100, ...")
+    p.add_argument("--data_root", default="data")
+    p.add_argument("--img_size", type=int, default=224)
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"))
+    p.add_argument("--checkpoint", default=None, help="phase 2: weights to start from")
+    p.add_argument("--pretrained", action="store_true", help="start from the hub's weights")
+    p.add_argument("--output_dir", type=Path, default=Path("results"), help="results dir")
+    p.add_argument("--name", default=None, help="sweep/experiment name")
+    p.set_defaults(handler=_train)
+
+
+def _add_report(p: argparse.ArgumentParser) -> None:
+    p.description = "Turn the Parquet tables of one or more sweeps into one HTML report."
+    p.add_argument("results_dir", metavar="DIR", help="a sweep's --output directory")
+    p.add_argument("--out", default=None, help="HTML file to write (default: DIR/report.html)")
+    p.set_defaults(handler=_report)
+
+
+def _add_models(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "List model aliases, and timm / cached hf/ names matching PATTERN, with parameters and "
+        "forward GMACs at the default input size."
+    )
+    p.add_argument("pattern", nargs="?", default=None, help="e.g. vit, 'swin*', hf/google")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    p.add_argument(
+        "--limit", type=int, default=10, help="count figures for at most N non-alias matches"
+    )
+    p.add_argument("--img-size", type=int, default=None, help="count at this size instead")
+    p.add_argument("--no-figures", action="store_true", help="names only (fast)")
+    p.add_argument("--refresh", action="store_true", help="count again, ignoring the cache")
+    p.set_defaults(handler=_models)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in SUBCOMMANDS:
-        command, rest = argv[0], argv[1:]
-        if command == "models":
-            from orchestrator.driver.models_command import main as models_main
+    commands = {"run", "validate", "trial", "train", "report", "models"}
+    if argv and argv[0] not in commands and not argv[0].startswith("-"):
+        argv = ["run", *argv]  # `python -m orchestrator SWEEP.yaml`
+    args = build_parser().parse_args(argv)
+    return args.handler(args)
 
-            return models_main(rest)
-        return {"validate": _validate, "train": _train, "report": _report, "trial": _trial}[
-            command
-        ](rest)
-    args = _sweep_parser().parse_args(argv)
+
+def _run(args: argparse.Namespace) -> int:
     try:
         sweep, text = _load(args.sweep, smoke=args.smoke)
     except SweepError as err:
@@ -131,13 +216,9 @@ def execute(sweep: SweepConfig, sweep_text: str, args: argparse.Namespace) -> in
     return EXIT_TRIAL_FAILED if any(o.errors for o in outcomes) else EXIT_OK
 
 
-def _validate(argv: list[str]) -> int:
+def _validate(args: argparse.Namespace) -> int:
     from orchestrator.driver.stages import build_plan
 
-    p = argparse.ArgumentParser(prog="python -m orchestrator validate")
-    p.add_argument("sweep", type=Path)
-    p.add_argument("--smoke", action="store_true")
-    args = p.parse_args(argv)
     try:
         sweep, _ = _load(args.sweep, smoke=args.smoke)
         plan = build_plan(sweep, source=str(args.sweep))
@@ -171,29 +252,10 @@ def _print_trials(sweep: SweepConfig) -> None:
         print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)))
 
 
-def _train(argv: list[str]) -> int:
+def _train(args: argparse.Namespace) -> int:
     """The seed's train.py flags, as a one-trial sweep."""
     from orchestrator.driver.schema import validate_sweep_dict
 
-    p = argparse.ArgumentParser(
-        prog="python -m orchestrator train",
-        description="One trial with the flags of the seed's train.py (phase 1 = train, 2 = finetune).",
-    )
-    p.add_argument("--model", default="vit", help="vit, deit, swin, resnet, ... or any timm name")
-    p.add_argument("--batch_size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--phase", type=int, choices=(1, 2), default=1, help="1 pretrain, 2 fine-tune")
-    p.add_argument("--device", choices=("cuda", "cpu", "mps", "auto"), default="auto")
-    p.add_argument("--dataset", default="cifar100", help="digits, cifar10, cifar100, ...")
-    p.add_argument("--data_root", default="data")
-    p.add_argument("--img_size", type=int, default=224)
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"))
-    p.add_argument("--checkpoint", default=None, help="phase 2: weights to start from")
-    p.add_argument("--pretrained", action="store_true", help="start from the hub's weights")
-    p.add_argument("--output_dir", type=Path, default=Path("results"), help="results dir")
-    p.add_argument("--name", default=None, help="sweep/experiment name")
-    args = p.parse_args(argv)
     trainable = "train" if args.phase == 1 else "finetune"
     data: dict[str, Any] = {
         "name": args.name or f"{args.model}_phase{args.phase}",
@@ -226,13 +288,19 @@ def _train(argv: list[str]) -> int:
     return execute(sweep, yaml.safe_dump(data, sort_keys=False), run_args)
 
 
-def _trial(argv: list[str]) -> int:
-    from orchestrator.driver.single_trial import main as trial_main
+def _trial(args: argparse.Namespace) -> int:
+    from orchestrator.driver.single_trial import run
 
-    return trial_main(argv)
+    return run(args)
 
 
-def _report(argv: list[str]) -> int:
-    from orchestrator.report import main as report_main
+def _report(args: argparse.Namespace) -> int:
+    from orchestrator.report import run
 
-    return report_main(argv)
+    return run(args)
+
+
+def _models(args: argparse.Namespace) -> int:
+    from orchestrator.driver.models_command import run
+
+    return run(args)

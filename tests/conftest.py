@@ -30,7 +30,16 @@ def _ray_shutdown() -> Iterator[None]:
         ray.shutdown()
 
 
+INTEGRATION_TIMEOUT_S = 900  # whole sweeps on Ray, on 2 cores
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if (
+            "integration" in Path(str(item.fspath)).parts
+            and item.get_closest_marker("timeout") is None
+        ):
+            item.add_marker(pytest.mark.timeout(INTEGRATION_TIMEOUT_S))
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")

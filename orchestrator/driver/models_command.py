@@ -228,24 +228,8 @@ def _print_table(rows: Iterable[dict[str, Any]]) -> None:
         print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
 
 
-def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m orchestrator models",
-        description="List model aliases, and timm / cached hf/ names matching PATTERN, with "
-        "parameters and forward GMACs at the default input size.",
-    )
-    p.add_argument("pattern", nargs="?", default=None, help="e.g. vit, 'swin*', hf/google")
-    p.add_argument("--json", action="store_true", help="print the rows as JSON")
-    p.add_argument(
-        "--limit",
-        type=int,
-        default=DEFAULT_LIMIT,
-        help="count figures for at most N non-alias matches",
-    )
-    p.add_argument("--img-size", type=int, default=None, help="count at this size instead")
-    p.add_argument("--no-figures", action="store_true", help="names only (fast)")
-    p.add_argument("--refresh", action="store_true", help="count again, ignoring the cache")
-    args = p.parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """`python -m orchestrator models` (its flags: `orchestrator.cli`)."""
     rows = list_models(
         args.pattern,
         limit=args.limit,

@@ -213,29 +213,8 @@ def _set_threads(cpus: float) -> None:
     torch.set_num_threads(max(1, min(int(cpus), os.cpu_count() or 1)))
 
 
-def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m orchestrator trial",
-        description="Run one trial of a sweep in this process, without Ray (debugging, pdb, "
-        "machines without Ray); its rows go to Parquet (and MLflow when importable).",
-    )
-    p.add_argument("sweep", type=Path, help="sweep file (YAML)")
-    p.add_argument("--stage", default=None, help="stage name (default: the first stage)")
-    p.add_argument(
-        "--index",
-        type=int,
-        nargs="+",
-        default=[0],
-        help="trial number(s), as `validate` lists them; several run one after another",
-    )
-    p.add_argument("--output", type=Path, default=Path("results"), help="results dir (results/)")
-    p.add_argument("--smoke", action="store_true", help="shrink the trial as --smoke does")
-    p.add_argument(
-        "--no-pretrained", action="store_true", help="random init where hub weights are unreachable"
-    )
-    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (when importable)")
-    p.add_argument("--pdb", action="store_true", help="post-mortem debugger if the trial fails")
-    args = p.parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """`python -m orchestrator trial` (its flags: `orchestrator.cli`)."""
     try:
         sweep, stage_count = _stage(args)
         for index in args.index:  # every pick checked before any trial runs

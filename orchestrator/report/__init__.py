@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -72,17 +71,9 @@ def _write_plots(sections: list[Section], plot_dir: Path) -> None:
             (plot_dir / f"{plot.name}.png").write_bytes(plot.png)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI: `report DIR [--out PATH]`; prints the report's path; 0 on success, 2 on bad input."""
-    parser = argparse.ArgumentParser(
-        prog="python -m orchestrator report",
-        description="Turn the Parquet tables of one or more sweeps into one HTML report.",
-    )
-    parser.add_argument("results_dir", metavar="DIR", help="a sweep's --output directory")
-    parser.add_argument(
-        "--out", default=None, help=f"HTML file to write (default: DIR/{DEFAULT_NAME})"
-    )
-    args = parser.parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """`python -m orchestrator report` (its flags: `orchestrator.cli`); prints the report's path;
+    0 on success, 2 on bad input."""
     try:
         path = build_report(args.results_dir, args.out)
     except FileNotFoundError as err:

@@ -2,6 +2,6 @@
 
 import sys
 
-from orchestrator.report import main
+from orchestrator.cli import main
 
-sys.exit(main())
+sys.exit(main(["report", *sys.argv[1:]]))

@@ -12,7 +12,7 @@ import pytest
 import timm
 import torch
 
-from orchestrator.driver.models_command import main as models_main
+from orchestrator.cli import main as cli_main
 from orchestrator.driver.schema import SweepError, validate_sweep_dict
 from profilers.flops import count_flops
 from trainables.config import ModelConfig
@@ -144,7 +144,7 @@ def test_models_command_lists_with_params_and_gmacs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    assert models_main(["vit_tiny_patch16", "--json", "--limit", "1"]) == 0
+    assert cli_main(["models", "vit_tiny_patch16", "--json", "--limit", "1"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     timm_vit = timm.create_model("vit_tiny_patch16_224")
     assert rows["vit_ti16"]["params"] == sum(p.numel() for p in timm_vit.parameters())

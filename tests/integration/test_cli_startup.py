@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_python(code: str) -> subprocess.CompletedProcess[str]:
@@ -34,12 +34,13 @@ def test_help_imports_neither_torch_nor_ray() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "HEAVY []" in out.stdout, out.stdout[-500:]
-    assert "--tracking-uri" in out.stdout
+    for command in ("run", "validate", "trial", "train", "report", "models"):
+        assert f"    {command} " in out.stdout, f"--help does not list {command!r}"
 
 
 def test_tracking_uri_help_names_the_real_default() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "orchestrator", "--help"],
+        [sys.executable, "-m", "orchestrator", "run", "--help"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -48,6 +49,19 @@ def test_tracking_uri_help_names_the_real_default() -> None:
     text = " ".join(out.stdout.split())
     assert "MLFLOW_TRACKING_URI" in text
     assert "sqlite:///<cwd>/mlruns/mlflow.db" in text
+
+
+def test_every_command_has_its_own_help() -> None:
+    for command in ("run", "validate", "trial", "train", "report", "models"):
+        out = subprocess.run(
+            [sys.executable, "-m", "orchestrator", command, "--help"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert out.returncode == 0, (command, out.stderr)
+        assert f"usage: python -m orchestrator {command}" in out.stdout
 
 
 def test_validate_does_not_start_ray() -> None:

@@ -98,5 +98,7 @@ def test_validate_prints_expanded_trials(
 
 
 def test_shipped_sweeps_validate() -> None:
-    for path in sorted(Path("sweeps").glob("*.yaml")):
+    paths = sorted((Path(__file__).resolve().parents[2] / "sweeps").glob("*.yaml"))
+    assert len(paths) >= 8, "the shipped sweeps were not found"
+    for path in paths:
         assert main(["validate", str(path)]) == 0, path

@@ -13,7 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from orchestrator.report import build_report, main
+from orchestrator.cli import main as cli_main
+from orchestrator.report import build_report
 from orchestrator.report import columns as C
 from orchestrator.report.pareto import pareto_mask
 from orchestrator.report.recommendations import recommendations
@@ -200,7 +201,7 @@ def test_several_outputs_under_one_directory(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     write_quickstart(tmp_path / "runs" / "a", rng)
     write_lora(tmp_path / "runs" / "b", rng)
-    assert main([str(tmp_path / "runs"), "--out", str(tmp_path / "r.html")]) == 0
+    assert cli_main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "r.html")]) == 0
     page = parse((tmp_path / "r.html").read_text(encoding="utf-8"))
     assert {"summary-quickstart", "summary-lora_ranks"} <= set(page.tables)
     assert "lora" in page.sections and "latency" in page.sections
@@ -224,17 +225,17 @@ def test_failed_trial_is_listed(tmp_path: Path) -> None:
 
 
 def test_cli_errors_name_the_directory(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    assert main([str(tmp_path / "nope")]) == 2
+    assert cli_main(["report", str(tmp_path / "nope")]) == 2
     assert "nope" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
-    assert main([str(tmp_path / "empty")]) == 2
+    assert cli_main(["report", str(tmp_path / "empty")]) == 2
     assert "no Parquet tables" in capsys.readouterr().err
 
 
 def test_default_out_path_and_printed_path(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "out"
     write_lora(out, np.random.default_rng(3))
-    assert main([str(out)]) == 0
+    assert cli_main(["report", str(out)]) == 0
     assert capsys.readouterr().out.strip() == f"report: {out / 'report.html'}"
     assert (out / "report_plots" / "lora.png").is_file()
 

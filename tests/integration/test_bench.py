@@ -187,11 +187,11 @@ def test_bench_rows_reach_parquet_through_the_sinks(tmp_path: Path, mlflow_uri: 
 
 @pytest.mark.slow
 def test_lora_ranks_bench_stage_runs_as_smoke(tmp_path: Path, mlflow_uri: str) -> None:
-    from orchestrator.driver.single_trial import main
+    from orchestrator.cli import main
 
     out = tmp_path / "out"
     args = ["sweeps/lora_ranks.yaml", "--stage", "bench", "--index", "2", "--smoke"]
-    assert main([*args, "--output", str(out)]) == 0
+    assert main(["trial", *args, "--output", str(out)]) == 0
     trials = pd.read_parquet(out / "trials")
     assert trials.loc[0, "stage"] == "bench" and trials.loc[0, "lora.rank"] == 8
     assert trials.loc[0, "params/trainable_pct"] < 5

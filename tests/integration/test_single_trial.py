@@ -12,10 +12,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from orchestrator.cli import main
 from orchestrator.driver.schema import validate_sweep_dict
-from orchestrator.driver.single_trial import main, pick_trial
+from orchestrator.driver.single_trial import pick_trial
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # Runs `python -m orchestrator ARGS` with the named top-level packages made unimportable, then
 # prints which of their modules got loaded anyway.
@@ -130,6 +131,6 @@ def test_random_keys_are_drawn_per_index_within_their_range(tmp_path: Path) -> N
 def test_bad_picks_exit_2_saying_why(
     args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main([*args, "--smoke", "--output", str(tmp_path / "out")]) == 2
+    assert main(["trial", *args, "--smoke", "--output", str(tmp_path / "out")]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

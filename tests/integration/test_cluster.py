@@ -97,7 +97,7 @@ def test_sweep_with_address_runs_trials_on_both_nodes(tmp_path: Path) -> None:
     assert {r.info.status for r in runs} == {"FINISHED"}
 
 
-COMPOSE = Path(__file__).resolve().parent.parent / "docker" / "compose.yaml"
+COMPOSE = Path(__file__).resolve().parents[2] / "docker" / "compose.yaml"
 
 
 def test_compose_binds_to_localhost_and_mounts_the_storage_on_every_node() -> None:

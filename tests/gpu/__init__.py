@@ -1,0 +1,1 @@
+"""GPU tests: every CUDA path (marked gpu; skipped without a CUDA device)."""

@@ -1,0 +1,1 @@
+"""Integration tests: Ray, MLflow, subprocesses and whole sweeps (a larger time limit)."""
