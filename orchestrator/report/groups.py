@@ -131,12 +131,11 @@ def metric_columns(trials: pd.DataFrame) -> list[str]:
     extra = {C.LATENCY_MS, C.PEAK_MEM_MB, C.N_EPOCHS}
     out = []
     for c in trials.columns:
-        if ("/" in c or c in extra) and not c.startswith((C.ENV_PREFIX, *C.START_PREFIX)):
-            if pd.api.types.is_numeric_dtype(trials[c]) and not pd.api.types.is_bool_dtype(
-                trials[c]
-            ):
-                if trials[c].notna().any():
-                    out.append(c)
+        named = ("/" in c or c in extra) and not c.startswith((C.ENV_PREFIX, *C.START_PREFIX))
+        x = trials[c]
+        numeric = pd.api.types.is_numeric_dtype(x) and not pd.api.types.is_bool_dtype(x)
+        if named and numeric and x.notna().any():
+            out.append(c)
     return out
 
 

@@ -31,10 +31,28 @@ from orchestrator.report.groups import (
 from orchestrator.report.tables import best_metric, has, reported_latency, varying_columns
 
 # One colour per group (plotly's and d3's qualitative palettes, repeated past 20 groups).
-COLORS = (
-    "#1f77b4 #ff7f0e #2ca02c #d62728 #9467bd #8c564b #e377c2 #7f7f7f #bcbd22 #17becf "
-    "#aec7e8 #ffbb78 #98df8a #ff9896 #c5b0d5 #c49c94 #f7b6d2 #c7c7c7 #dbdb8d #9edae5"
-).split()
+COLORS = [
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+    "#aec7e8",
+    "#ffbb78",
+    "#98df8a",
+    "#ff9896",
+    "#c5b0d5",
+    "#c49c94",
+    "#f7b6d2",
+    "#c7c7c7",
+    "#dbdb8d",
+    "#9edae5",
+]
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 PARETO_FRONT = "pareto/front"
 # Words in a metric name that say "higher is better"; everything else is a cost (lower wins).
@@ -101,7 +119,7 @@ def explorer_data(view: pd.DataFrame, group_by: str | None = None) -> dict | Non
     metrics = [m for m in first if m in metrics] + [m for m in metrics if m not in first]
     glabels = group_labels(v, group_by)
     colors = color_map(list(glabels))
-    front = v[PARETO_FRONT] if PARETO_FRONT in v else None
+    front = v.get(PARETO_FRONT)
     trials = []
     for idx, row in v.iterrows():
         p = {c: _plain(row[c]) for c in params}
