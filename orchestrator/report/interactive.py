@@ -291,11 +291,18 @@ function lvmExplorer(root) {
     parcoords(y);
   }
   function recommend(y, byGroup, order) {
-    var best = null, groups = [];
+    // A group meets the constraint when its mean does (a single trial: its own value).
+    var best = null, groups = [], ck = q(".c-metric").value, cl = parseFloat(q(".c-value").value);
     order.forEach(function (g) {
-      var vs = byGroup[g].filter(passes).map(function (t) { return val(t, y); })
-        .filter(function (v) { return v !== null; });
-      if (vs.length) { var s = stats(vs); s.name = g; groups.push(s); }
+      var ts = byGroup[g];
+      if (ck && !isNaN(cl)) {
+        var cv = ts.map(function (t) { return val(t, ck); }).filter(function (v) { return v !== null; });
+        if (!cv.length) return;
+        var cm = stats(cv).mean;
+        if (q(".c-op").value === "le" ? cm > cl : cm < cl) return;
+      }
+      var vs = ts.map(function (t) { return val(t, y); }).filter(function (v) { return v !== null; });
+      if (vs.length) { var s = stats(vs); s.name = g; s.trials = ts; groups.push(s); }
     });
     var k = q(".c-metric").value, lim = q(".c-value").value;
     var within = (k && lim !== "") ? " within " + k + (q(".c-op").value === "le" ? " <= " : " >= ") + lim : "";
@@ -311,8 +318,8 @@ function lvmExplorer(root) {
         (tied.length ? "Cannot be told apart from: " + tied.join(", ") + " (intervals overlap)."
                      : "No other group's interval overlaps it.");
     } else {
-      var bt = null; D.trials.filter(passes).forEach(function (t) { var v = val(t, y);
-        if (v !== null && (!bt || better(v, val(bt, y), y))) bt = t; });
+      var bt = null; groups.forEach(function (s) { s.trials.forEach(function (t) { var v = val(t, y);
+        if (v !== null && (!bt || better(v, val(bt, y), y))) bt = t; }); });
       text = "Best trial" + within + " by " + y + ": " + bt.label + " at " + fmt(val(bt, y)) + ".";
     }
     el.textContent = text;
