@@ -290,8 +290,19 @@ def compare_sides(
             sa, fa = _epoch_samples(a, ta, col)
             sb, fb = _epoch_samples(b, tb, col)
             src = fa if fa == fb else f"{fa} / {fb}"
-            rows.append(_row(m, col, _stats(sa), _stats(sb), kind="ratio", higher=higher,
-                             threshold=threshold, timelike=True, noise_from=src))  # fmt: skip
+            rows.append(
+                _row(
+                    m,
+                    col,
+                    _stats(sa),
+                    _stats(sb),
+                    kind="ratio",
+                    higher=higher,
+                    threshold=threshold,
+                    timelike=True,
+                    noise_from=src,
+                )
+            )
         pa, pb = _latency_points(a, ta), _latency_points(b, tb)
         for name in pa.keys() & pb.keys():
             (va, std_a), (vb, std_b) = pa[name], pb[name]
@@ -299,26 +310,55 @@ def compare_sides(
             src = "seeds"
             if sa_[0] < 2 or sb_[0] < 2:  # one trial each: the point's own spread
                 sa_, sb_, src = (sa_[0], sa_[1], std_a), (sb_[0], sb_[1], std_b), "latency stdev"
-            rows.append(_row(m, name, sa_, sb_, kind="ratio", higher=False,
-                             threshold=threshold, timelike=True, noise_from=src,
-                             df=LARGE_DF if src == "latency stdev" else None))  # fmt: skip
+            rows.append(
+                _row(
+                    m,
+                    name,
+                    sa_,
+                    sb_,
+                    kind="ratio",
+                    higher=False,
+                    threshold=threshold,
+                    timelike=True,
+                    noise_from=src,
+                    df=LARGE_DF if src == "latency stdev" else None,
+                )
+            )
         mem = [c for c in a.view if c.startswith(C.MEM_PREFIX) and c.endswith(C.MEM_SUFFIX)]
         energy = [c for c in a.view if c.startswith(ENERGY_PREFIXES)]
         for col in [*mem, *STATIC_COSTS, *energy]:
             if col not in tb:
                 continue
             timelike = col in energy
-            rows.append(_row(m, col, _stats(pd.to_numeric(ta[col], errors="coerce").tolist()),
-                             _stats(pd.to_numeric(tb[col], errors="coerce").tolist()),
-                             kind="ratio", higher=False, threshold=threshold,
-                             timelike=timelike, noise_from=seeds))  # fmt: skip
+            rows.append(
+                _row(
+                    m,
+                    col,
+                    _stats(pd.to_numeric(ta[col], errors="coerce").tolist()),
+                    _stats(pd.to_numeric(tb[col], errors="coerce").tolist()),
+                    kind="ratio",
+                    higher=False,
+                    threshold=threshold,
+                    timelike=timelike,
+                    noise_from=seeds,
+                )
+            )
         for col in ACCURACY:
             if col not in ta or col not in tb:
                 continue
-            rows.append(_row(m, col, _stats(pd.to_numeric(ta[col], errors="coerce").tolist()),
-                             _stats(pd.to_numeric(tb[col], errors="coerce").tolist()),
-                             kind="diff", higher=True, threshold=acc_threshold,
-                             timelike=False, noise_from=seeds))  # fmt: skip
+            rows.append(
+                _row(
+                    m,
+                    col,
+                    _stats(pd.to_numeric(ta[col], errors="coerce").tolist()),
+                    _stats(pd.to_numeric(tb[col], errors="coerce").tolist()),
+                    kind="diff",
+                    higher=True,
+                    threshold=acc_threshold,
+                    timelike=False,
+                    noise_from=seeds,
+                )
+            )
     out = [r for r in rows if r is not None]
     if metrics:
         out = [r for r in out if any(f in r.metric for f in metrics)]
@@ -374,14 +414,15 @@ def table_rows(rows: list[Row]) -> list[list[str]]:
             _noise_text(r),
             r.noise_from,
             r.verdict,
-        ]  # fmt: skip
+        ]
         for r in rows
     ]
 
 
 def format_table(rows: list[list[str]], header: tuple[str, ...] = TABLE_HEADER) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in
-              enumerate(header)]  # fmt: skip
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)
+    ]
     line = "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
     out = [line, "  ".join("-" * w for w in widths)]
     out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
@@ -409,9 +450,12 @@ def write_html(
     body = [[Cell(c) for c in r] for r in table_rows(rows)]
     marks = {i for i, r in enumerate(rows) if r.verdict == REGRESSION}
     t = HtmlTable(
-        f"A = {a.spec}, B = {b.spec}: {len(rows)} figures", list(TABLE_HEADER), body, marks,
+        f"A = {a.spec}, B = {b.spec}: {len(rows)} figures",
+        list(TABLE_HEADER),
+        body,
+        marks,
         id="compare",
-    )  # fmt: skip
+    )
     counts = {v: sum(r.verdict == v for r in rows) for v in (REGRESSION, IMPROVEMENT, WITHIN)}
     bullets = [f"{v}: {n}" for v, n in counts.items()]
     bullets.append(f"threshold {100 * threshold:g}% (costs); rows marked: regressions")
@@ -476,8 +520,10 @@ def run(args: argparse.Namespace) -> int:
             print(format_table([list(e) for e in env], ("key", "A", "B")))
             print()
         if not rows:
-            print("no trial of A matches a trial of B (match keys: searched parameters, model, "
-                  "dataset, trainable, stage)")  # fmt: skip
+            print(
+                "no trial of A matches a trial of B (match keys: searched parameters, model, "
+                "dataset, trainable, stage)"
+            )
         else:
             print(format_table(table_rows(rows)))
         for side, keys in unmatched.items():

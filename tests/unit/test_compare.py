@@ -110,8 +110,20 @@ def test_cli_fail_on_json_html_and_environment(
     assert main(["compare", a, slow]) == 0  # a regression fails only with --fail-on
     capsys.readouterr()
     html = tmp_path / "cmp.html"
-    code = main(["compare", a, f"{slow}:seeds", "--fail-on", "regression", "--json",
-                 "--metric", "epoch", "--html", str(html)])  # fmt: skip
+    code = main(
+        [
+            "compare",
+            a,
+            f"{slow}:seeds",
+            "--fail-on",
+            "regression",
+            "--json",
+            "--metric",
+            "epoch",
+            "--html",
+            str(html),
+        ]
+    )
     assert code == 1
     report = json.loads(capsys.readouterr().out)
     assert report["regressions"] == 2 and {r["metric"] for r in report["rows"]} == {"time/epoch_s"}
