@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from orchestrator.report import columns as C
-from orchestrator.report.tables import varying_columns
+from orchestrator.report.tables import config_columns, varying_columns
 
 # Keys pooled by default: trials that differ only in these are repeats of one experiment.
 DEFAULT_POOLED = ("seed",)
@@ -83,7 +83,11 @@ def _key_frame(trials: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 def group_ids(trials: pd.DataFrame, group_by: str | Iterable[str] | None = None) -> pd.Series:
     """An integer per trial: equal for trials of one group, in order of first appearance."""
     keys = group_keys(trials, group_by)
-    if not keys or trials.empty:
+    if trials.empty:
+        return pd.Series(0, index=trials.index)
+    if not config_columns(trials):  # nothing says what a trial ran: each is its own group
+        return pd.Series(range(len(trials)), index=trials.index)
+    if not keys:
         return pd.Series(0, index=trials.index)
     frame = _key_frame(trials, keys)
     return frame.groupby(keys, sort=False).ngroup()
