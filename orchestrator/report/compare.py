@@ -49,6 +49,8 @@ EPOCH_TIMES = ((C.EPOCH_S, False), (C.SAMPLES_PER_S, True), (C.STEP_MS_P50, Fals
 ACCURACY = (C.BEST_PREFIX + C.VAL_ACC, C.BEST_PREFIX + C.VAL_F1)
 STATIC_COSTS = (C.GMACS, C.PARAMS_TOTAL)
 ENERGY_PREFIXES = ("energy/", "cost/")
+# Fingerprint keys that name one run, not the environment (they always differ).
+RUN_IDS = ("node_id", "_pid", "run_id", "trial_id")
 # A latency point's stdev comes from many timed repeats: its t quantile is the normal one.
 LARGE_DF = 1000
 
@@ -371,7 +373,11 @@ def compare_sides(
 
 def environment_diff(a: Side, b: Side) -> list[tuple[str, str, str]]:
     """(key, A's values, B's values) for each `env/*` fingerprint that differs."""
-    cols = sorted({c for s in (a, b) for c in s.view if c.startswith(C.ENV_PREFIX)})
+    cols = sorted(
+        c
+        for c in {c for s in (a, b) for c in s.view if c.startswith(C.ENV_PREFIX)}
+        if not c.endswith(RUN_IDS)
+    )
 
     def values(s: Side, c: str) -> str:
         if c not in s.view:
