@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from orchestrator.report import columns as C
-from orchestrator.report.tables import config_columns, varying_columns
+from orchestrator.report.tables import _labels, config_columns, varying_columns
 
 # Keys pooled by default: trials that differ only in these are repeats of one experiment.
 DEFAULT_POOLED = ("seed",)
@@ -93,37 +93,15 @@ def group_ids(trials: pd.DataFrame, group_by: str | Iterable[str] | None = None)
     return frame.groupby(keys, sort=False).ngroup()
 
 
-def _label_of(row: pd.Series, keys: list[str]) -> str:
-    bits = []
-    for c in keys:
-        if c == C.SWEEP:
-            continue
-        v = row.get(c)
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            continue
-        if c == C.MODEL_NAME:
-            bits.insert(0, str(v))
-        elif c == C.STAGE:
-            bits.append(f"[{v}]")
-        else:
-            bits.append(
-                f"{c.rsplit('.', 1)[-1]}={v:g}"
-                if isinstance(v, float)
-                else f"{c.rsplit('.', 1)[-1]}={v}"
-            )
-    return " ".join(bits)
-
-
 def group_labels(trials: pd.DataFrame, group_by: str | Iterable[str] | None = None) -> pd.Series:
     """A short name per trial's group (model and the searched values other than the pooled keys)."""
-    keys = group_keys(trials, group_by)
     ids = group_ids(trials, group_by)
+    # The trials' own names (model, what each stage searched) without the pooled keys.
+    pooled = [c for c in pooled_keys(group_by) if c in trials and c not in (C.SWEEP, C.TRIAL_ID)]
+    names = _labels(trials.drop(columns=pooled), unique=False) if C.TRIAL_ID in trials else None
     labels = pd.Series("", index=trials.index, dtype=object)
     for gid, g in trials.groupby(ids, sort=False):
-        first = g.iloc[0]
-        name = _label_of(first, keys)
-        if not name and C.MODEL_NAME in g and pd.notna(first.get(C.MODEL_NAME)):
-            name = str(first[C.MODEL_NAME])
+        name = str(names[g.index[0]]) if names is not None else ""
         labels[g.index] = name or f"group {gid}"
     if C.SWEEP in trials and trials[C.SWEEP].nunique() > 1:
         labels = trials[C.SWEEP].astype(str) + ": " + labels

@@ -339,7 +339,7 @@ function lvmExplorer(root) {
     dims.push({label: y, values: yv});
     Plotly.react(q(".plot-parcoords"), [{type: "parcoords", dimensions: dims,
       line: {color: yv, colorscale: "Viridis", showscale: true, reversescale: !higher[y]}}],
-      {margin: {l: 80, r: 80, t: 50, b: 20}}, {displaylogo: false, responsive: true});
+      {margin: {l: 150, r: 80, t: 50, b: 20}}, {displaylogo: false, responsive: true});
   }
   root.querySelectorAll("select, input").forEach(function (el) {
     el.addEventListener("change", draw); el.addEventListener("input", draw); });
@@ -373,11 +373,7 @@ def curves(epochs: pd.DataFrame, view: pd.DataFrame, uid: str, group_by: str | N
     stages = list(dict.fromkeys(stage_col)) if stage_col is not None else [""]
     staged = len(stages) > 1
     colors = color_map(list(names["_group"]))
-    titles = [
-        f"{s + ': ' if staged else ''}{t}{' (solid val, dotted train)' if tr else ' (val)'}"
-        for s in stages
-        for t, tr, _ in panels
-    ]
+    titles = [f"{s + ': ' if staged else ''}{t}" for s in stages for t, _, _ in panels]
     fig = make_subplots(
         rows=len(stages), cols=len(panels), subplot_titles=titles, vertical_spacing=0.12
     )
@@ -395,7 +391,7 @@ def curves(epochs: pd.DataFrame, view: pd.DataFrame, uid: str, group_by: str | N
                         fig.add_scatter(
                             x=rows[C.EPOCH].tolist(),
                             y=rows[col].astype(float).round(5).tolist(),
-                            mode="lines",
+                            mode="lines" if len(rows) > 2 else "lines+markers",
                             line={
                                 "color": color,
                                 "width": 1 if len(trials) > 1 else 2,
@@ -430,6 +426,7 @@ def curves(epochs: pd.DataFrame, view: pd.DataFrame, uid: str, group_by: str | N
                     fig.data[-1].showlegend = True
                     shown.add(str(group))
             fig.update_xaxes(title_text="epoch", dtick=1, row=r, col=c)
+    fig.update_annotations(font_size=12)
     fig.update_layout(
         height=340 * len(stages) + 60,
         margin={"t": 40},
@@ -532,7 +529,7 @@ def latency_view(
     bs = int(lat[C.LAT_BATCH_SIZE].min()) if has(lat, C.LAT_BATCH_SIZE) else None
     if lat[C.LAT_INPUT_SIZE].nunique() < 2:
         per = lat.groupby(list(C.KEY))[C.LAT_P50].median()
-        v = view.set_index(list(C.KEY))
+        v = view.set_index(list(C.KEY)).copy()
         v = v.assign(_lat=per.reindex(v.index).to_numpy()).reset_index()
         err = None
         if C.LAT_P90 in lat:

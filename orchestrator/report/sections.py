@@ -424,8 +424,8 @@ INTERACTIVE: dict[str, tuple[str, IFigFn]] = {
         lambda t, v, uid, gb: interactive.explorer(v, uid, gb),
     ),
     "curves": (
-        "One colour per group of repeats (thin: each trial, thick: the group's mean); one row "
-        "per stage. Click a legend entry to hide a group, double-click to isolate it.",
+        "Solid: validation, dotted: training. One colour per group of repeats (thin: each "
+        "trial, thick: the group's mean); one row per stage. Click a legend entry to hide a group, double-click to isolate it.",
         lambda t, v, uid, gb: interactive.curves(t.get(C.EPOCHS), v, uid, gb),
     ),
     "latency": (

@@ -34,9 +34,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         sweep = root / f"{name}.yaml"
         sweep.write_text(SWEEP.format(bs=bs), encoding="utf-8")
         outs[name] = root / name
-        _run_hidden(
-            "ray,mlflow", "trial", str(sweep), "--output", str(outs[name]), locks=root
-        )
+        _run_hidden("ray,mlflow", "trial", str(sweep), "--output", str(outs[name]), locks=root)
     return outs
 
 

@@ -93,11 +93,16 @@ def test_in_chromium_groups_explorer_and_no_request(
     assert probe["rows"] and len(probe["rows"]) == 8
     assert all(n == "24" and re.fullmatch(r"\[[\d.]+, [\d.]+\]", ci) for n, ci in probe["rows"])
     assert probe["plots"] >= 4
-    assert probe["first"].startswith("Best group by mean best/val/acc: lr=0.001")
+    assert probe["first"].startswith(
+        "Best group by mean best/val/acc: vit_tiny_patch16_224 lr=0.001 "
+    )
     # A group meets the constraint by its mean: the best group left is another one, still n=24.
     constrained = probe["constrained"].replace("&lt;", "<")
     assert "within best/val/acc <= 0.88 by mean" in constrained
-    assert not constrained.split(": ")[1].startswith("lr=0.001 ") and "n = 24" in constrained
+    assert (
+        not constrained.split(": ")[1].startswith("vit_tiny_patch16_224 lr=0.001 ")
+        and "n = 24" in constrained
+    )
     assert probe["resources"] == []
     urls = re.findall(r'"url":"([^"]+)"', net.read_text(encoding="utf-8", errors="replace"))
     page_requests = [u for u in urls if u.startswith("http") and not CHROMIUM_SERVICES.match(u)]

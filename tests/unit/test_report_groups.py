@@ -51,7 +51,7 @@ def test_labels_name_the_group_not_the_seed(trials: pd.DataFrame) -> None:
     labels = group_labels(trials)
     assert labels.nunique() == 8
     assert not labels.str.contains("seed").any()
-    assert "lr=0.001" in set(labels)
+    assert "vit_tiny_patch16_224 lr=0.001" in set(labels)
 
 
 def test_one_trial_has_a_mean_but_no_interval() -> None:
