@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.sinks.parquet_rows import error_class
+from orchestrator.sinks.rerun import config_yaml, rerun_command
 from orchestrator.sinks.results import LoggerCallback, error_text, split_result, start_columns
 from orchestrator.tables import flatten_params
 
@@ -280,6 +281,12 @@ class MlflowSink(LoggerCallback):
         ]
         for i in range(0, len(entries), 100):  # MLflow takes at most 100 params per batch
             self.client.log_batch(run.info.run_id, params=entries[i : i + 100])
+        # The record that reruns it: the resolved config and the command (orchestrator.sinks.rerun).
+        self.client.log_text(run.info.run_id, config_yaml(trial.config), "config.yaml")
+        output = self.sweep_params.get("output")
+        if output:
+            rerun = rerun_command(Path(str(output)), self.sweep_name, trial.trial_id)
+            self.client.set_tag(run.info.run_id, "lvmbench.rerun", rerun)
         start = {k: v for k, v in start_columns(trial.config).items() if v is not None}
         if start:
             self.client.log_batch(
