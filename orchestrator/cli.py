@@ -60,8 +60,8 @@ def _add_run(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--retry-failed",
         action="store_true",
-        help="with --resume: run the trials that errored again from their start (finished "
-        "ones stay as they are)",
+        help="with --resume: run the trials that errored again, under their own trial id, from "
+        "their last checkpoint if they saved one (finished ones stay as they are)",
     )
     p.add_argument(
         "--smoke",

@@ -217,7 +217,7 @@ def run_sweep(
 
     `space_overrides` (dotted key -> value or Tune domain) are set into the param space after the
     search: stages use it to hand each trial its `start` (see `orchestrator/driver/stages.py`).
-    `retry_failed` (with `resume`) runs the errored trials again from their start.
+    `retry_failed` (with `resume`) runs the errored trials again; without it they stay errored.
     """
     from ray import tune
 
@@ -264,10 +264,10 @@ def run_sweep(
             str(restore_from),
             trainable,
             resume_unfinished=True,
-            # --retry-failed: an errored trial starts over (Tune's restart_errored); without it,
-            # it continues from its last checkpoint as before.
-            resume_errored=not retry_failed,
-            restart_errored=retry_failed,
+            # --retry-failed: errored trials run again under their own trial id (one `trials`
+            # row, one MLflow child), from their last checkpoint if they saved one. Tune's
+            # restart_errored would give each a new id: a second row and a second child run.
+            resume_errored=retry_failed,
         )
         # The restored run config carries the pickled sinks: that MLflow sink holds the
         # invocation id its parent and child runs are found again by.

@@ -377,6 +377,12 @@ class MlflowSink(LoggerCallback):
                 tags.append(RunTag("lvmbench.error_type", kind))
             self.client.log_batch(run_id, tags=tags)
             self.client.log_text(run_id, error, "error.txt")
+        else:
+            # A retried trial (--retry-failed) that now finished: its old error is history
+            # (error.txt stays), not its state.
+            for key in ("lvmbench.error", "lvmbench.error_type"):
+                if self._tag_values.pop((run_id, key), None) is not None:
+                    self.client.delete_tag(run_id, key)
         self.client.set_terminated(run_id, status=status)
 
     def log_trial_end(self, trial: Any, failed: bool = False) -> None:

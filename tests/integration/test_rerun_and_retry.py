@@ -1,6 +1,6 @@
 """A trial's record reruns it; `--resume --retry-failed` turns an errored trial into a finished one.
 
-The rerun runs the trial's `rerun` command (its resolved config as a one-trial sweep file) and
+The rerun test runs the trial's `rerun` command (its resolved config as a one-trial sweep file) and
 compares config and identity columns. The retry sweep starts from a local checkpoint file that is
 garbage on the first run (the trial fails) and valid weights on the retry.
 """
@@ -101,7 +101,8 @@ def test_retry_failed_turns_an_errored_trial_into_a_finished_one(tmp_path: Path)
         second.stop()
     trials = pd.read_parquet(out / "trials")
     assert len(trials) == 1 and trials.iloc[0]["status"] == "TERMINATED"
-    assert trials.iloc[0]["error"] is None
+    assert pd.isna(trials.iloc[0]["error"])
     children = [r for r in mlflow_runs(uri, "retry") if r.data.tags["lvmbench.role"] == "trial"]
     assert len(children) == 1 and children[0].info.status == "FINISHED"
+    assert "lvmbench.error" not in children[0].data.tags
     assert children[0].data.tags["lvmbench.rerun"] == trials.iloc[0]["rerun"]

@@ -92,13 +92,15 @@ class TrialClock:
 
 
 def _trial_meter(device: str) -> EnergyMeter:
-    """The energy meter of the device the trial will train on (a trial-end fact, never fatal)."""
-    from trainables.loop.device import resolve_device
+    """The energy meter of the device the trial will train on (a trial-end fact, never fatal);
+    `auto` as `trainables.loop.device.resolve_device` reads it."""
+    import torch
 
-    try:
-        return meter_for(resolve_device(device))
-    except RuntimeError as err:  # the device is unavailable: the trial itself will say so
-        return EnergyMeter([], f"no device to measure: {err}")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cpu" and torch.backends.mps.is_available():
+            device = "mps"
+    return meter_for(torch.device(device))
 
 
 def fresh_start() -> None:
