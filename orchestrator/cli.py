@@ -61,6 +61,12 @@ def _add_run(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--resume", action="store_true", help="continue the last interrupted run")
     p.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="with --resume: run the trials that errored again, under their own trial id, from "
+        "their last checkpoint if they saved one (finished ones stay as they are)",
+    )
+    p.add_argument(
         "--smoke",
         action="store_true",
         help="one epoch, few small batches: proves it runs (swaps unreachable weights/data, says so)",
@@ -208,6 +214,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.retry_failed and not args.resume:
+        print(
+            "error: --retry-failed re-runs the errored trials of an earlier run: add --resume",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
     try:
         sweep, text = _load(args.sweep, smoke=args.smoke)
     except SweepError as err:
@@ -248,6 +260,7 @@ def execute(sweep: SweepConfig, sweep_text: str, args: argparse.Namespace) -> in
             tracking_uri=args.tracking_uri,
             verbose=0 if args.quiet else 1,
             storage=getattr(args, "storage", None),
+            retry_failed=bool(getattr(args, "retry_failed", False)),
         )
     except SweepError as err:
         print(f"error: {err}", file=sys.stderr)
