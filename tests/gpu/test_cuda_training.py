@@ -31,8 +31,10 @@ def test_fp16_scales_the_loss_through_accelerate_on_cuda() -> None:
     reporter = ListReporter()
     fit(ctx, model, reporter)
     _finite_loss(reporter)
-    assert seen and seen[0]["input_cuda"] and seen[0]["autocast"]
-    assert seen[0]["autocast_dtype"] == torch.float16 and seen[0]["out_dtype"] == torch.float16
+    # the training forward ran under fp16 autocast on the GPU
+    assert any(
+        s["input_cuda"] and s["autocast"] and s["out_dtype"] == torch.float16 for s in seen
+    ), seen
     # the scaler has run: its scale is a real number (65536 at start, halved on an inf step)
     assert 0 < scaler.get_scale() <= 2.0**16
 
@@ -44,9 +46,14 @@ def test_bf16_autocasts_without_a_scaler_on_cuda() -> None:
     reporter = ListReporter()
     fit(ctx, model, reporter)
     _finite_loss(reporter)
-    assert seen and all(s["input_cuda"] and s["autocast"] for s in seen)
-    assert {s["autocast_dtype"] for s in seen} == {torch.bfloat16}
-    assert seen[0]["out_dtype"] == torch.bfloat16
+    assert any(
+        s["input_cuda"]
+        and s["autocast"]
+        and s["autocast_dtype"] == torch.bfloat16
+        and s["out_dtype"] == torch.bfloat16
+        for s in seen
+    ), seen
+    assert not any(s["autocast_dtype"] == torch.float16 and s["autocast"] for s in seen)
     # the weights the optimizer updates stay fp32 (mixed precision, not a bf16 model)
     assert all(p.dtype == torch.float32 for p in model.parameters())
 
