@@ -134,7 +134,11 @@ run_step() {
     return
   fi
   local t=$SECONDS rc status=ok
-  timeout --kill-after=5 "$limit" "$@"
+  if declare -F "$1" >/dev/null; then # a function of this script: in a child bash, to be timed out
+    timeout --kill-after=5 "$limit" bash -c '"$@"' _ "$@"
+  else
+    timeout --kill-after=5 "$limit" "$@"
+  fi
   rc=$?
   if ((rc == 124 || rc == 137)); then
     status="timeout"
@@ -172,6 +176,8 @@ print("  cuda:", torch.cuda.is_available(), torch.cuda.get_device_name(0) if tor
 PY
 }
 
+export PY
+export -f install_wheels check_imports
 run_step install "" install_wheels
 run_step imports "" check_imports
 
