@@ -38,13 +38,14 @@
 # --cpu-dry-run: the same steps, shrunk (32 px, batches of 4, 2 batches, 3 timed steps), in a
 # clean venv built from the GPU machine's package set: the names of KINDS.md's list that the trial
 # path touches (GPU_SET below; ~/.cache/lvmbench-gpu-dry/<hash of the set>, built once, copied
-# fresh for each run; LVM_GPU_DRY_FRESH=1 rebuilds it). The carried wheels are installed into the
+# fresh for each run as hard links; LVM_GPU_DRY_FRESH=1 rebuilds it). The carried wheels are installed into the
 # copy by the same command the GPU run uses. It holds no Ray, MLflow, plotly or optuna, and no
 # pydantic, fvcore or torch-pruning except through .whl. What differs from the GPU machine:
 #   - Python 3.11 here (3.12 there): .whl also carries pydantic-core's cp311 wheel, which pip
 #     picks only here;
-#   - torch 2.13.0+cpu and torchvision 0.28.0 (CPU wheels, from this machine's disk) vs 2.11.0+cu130
-#     and 0.26.0 there; accelerate 1.15.0, huggingface-hub 1.33.0 and transformers 5.17.0 as there;
+#   - torch 2.14.1+cu130 and torchvision 0.29.1 (the CUDA wheels this machine has on disk; the
+#     one CPU wheel there, torch 2.13.0+cpu, has no matching torchvision), run on the CPU, vs
+#     2.11.0+cu130 and 0.26.0 there; accelerate 1.15.0, huggingface-hub 1.33.0 and transformers 5.17.0 as there;
 #     the rest at this index's newest versions, not necessarily the machine's;
 #   - no CUDA: pytest's GPU tests skip, the rest runs on the CPU with CPU timers;
 #   - its limits are its own (DRY_LIMIT), larger: 2 shared cores.
@@ -77,7 +78,7 @@ fi
 
 # The GPU machine's package set that the trial path touches (KINDS.md, "Python packages already
 # there"); pins where KINDS.md gives the machine's version and this index has it.
-GPU_SET=("torch==2.13.0" "torchvision==0.28.0" timm "accelerate==1.15.0" peft
+GPU_SET=("torch==2.14.1" "torchvision==0.29.1" timm "accelerate==1.15.0" peft
   "huggingface-hub==1.33.0" "transformers==5.17.0" "safetensors==0.8.0" pyarrow pandas numpy pyyaml
   scikit-learn scipy pytest pytest-timeout psutil rich jinja2 matplotlib tqdm pillow tabulate
   portalocker nvidia-ml-py packaging filelock typing-extensions)
@@ -101,7 +102,9 @@ if [[ $DRY == 1 ]]; then
     touch "$CACHE/.complete"
   fi
   VENV=$WORK/venv
-  cp -a "$CACHE" "$VENV" || exit 2
+  # Hard links: instant, and the base stays as built (pip and Python replace files, never write
+  # into them).
+  cp -al "$CACHE" "$VENV" 2>/dev/null || cp -a "$CACHE" "$VENV" || exit 2
   PY=$VENV/bin/python # a moved venv: its python finds its own pyvenv.cfg; scripts are not used
   declare -n LIMIT=DRY_LIMIT
 else
