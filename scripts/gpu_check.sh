@@ -56,7 +56,7 @@ DRY=${LVM_GPU_DRY_RUN:-0}
 OUT=${OUT:-$(mktemp -d)}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
-WORK=$(mktemp -d) # Parquet, sweep files, junit: at most 8 files come back from $OUT
+WORK=$(mktemp -d) # Parquet, sweep files, test log: at most 8 files come back from $OUT
 exec > >(tee "$OUT/gpu_check.log") 2>&1
 T0=$SECONDS
 
@@ -185,8 +185,10 @@ run_step install "" install_wheels
 run_step imports "" check_imports
 
 mkdir -p "$WORK/pytest"
-run_step pytest "$WORK/pytest" "$PY" -m pytest -m gpu tests/gpu -q -p no:cacheprovider -rs \
-  --junitxml "$WORK/pytest/junit.xml"
+# One JSON line per test as it ends (tests/gpu/conftest.py); 60 s at most a test.
+export LVM_GPU_TEST_LOG=$WORK/pytest/tests.jsonl
+run_step pytest "$WORK/pytest" "$PY" -m pytest -m gpu tests/gpu -v -p no:cacheprovider -rs -o timeout=60
+unset LVM_GPU_TEST_LOG
 
 for study in lora_bench lora_train perf_fp32 perf_bf16_loaders perf_on_device attention prune hybrid; do
   read -r file indices < <("$PY" scripts/gpu_steps.py sweep "$study" --mode "$MODE" --dest "$WORK/sweeps")

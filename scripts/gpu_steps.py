@@ -228,7 +228,7 @@ def trial_rows(results: Path) -> list[dict[str, Any]]:
     if trials is None:
         return []
     keys = [
-        "model.name", "lora.rank", "precision", "optim.batch_size", "model.img_size",
+        "model.name", "model.attention", "lora.rank", "precision", "optim.batch_size", "model.img_size",
         "time/samples_per_s", "time/epoch_s", "time/step_ms_p50", "time/data_s", "time/mfu",
         "time/peak_tflops", "time/peak_source", "time/achieved_tflops",
         "flops/train_step_gflops", "params/total", "params/trainable_pct",
@@ -268,8 +268,9 @@ def _frame_text(rows: list[dict[str, Any]]) -> str:
 
     if not rows:
         return "(no rows)"
+    frame = pd.DataFrame(rows).dropna(axis=1, how="all")  # columns this step does not have
     with pd.option_context("display.width", 250, "display.max_columns", 40):
-        return pd.DataFrame(rows).to_string(index=False)
+        return frame.to_string(index=False)
 
 
 def figures_for(step: str, results: Path, out: Path) -> tuple[dict[str, Any], str]:
@@ -287,6 +288,24 @@ def figures_for(step: str, results: Path, out: Path) -> tuple[dict[str, Any], st
         base = _step_figure(out, "perf_fp32", "samples_per_s")
         if base and figures["samples_per_s"]:
             figures["speedup_vs_fp32"] = round(figures["samples_per_s"] / base, 3)
+            return figures, (
+                f"{_frame_text(rows)}\ntraining samples/s {figures['samples_per_s']} vs fp32 "
+                f"{base}: speed-up {figures['speedup_vs_fp32']}"
+            )
+    if step == "prune" and rows:
+        r = rows[0]
+        pairs = {
+            k.split("@")[1]: (r.get(f"dense/{k}"), r[k])
+            for k in r
+            if k.startswith("latency_ms_p50@") and f"dense/{k}" in r
+        }
+        figures["latency_ms_p50_dense_vs_pruned"] = pairs
+        lines = [
+            f"latency p50 at {bs}: dense {d} ms, pruned {p} ms"
+            + (f" ({p / d:.3f}x)" if isinstance(d, float) and isinstance(p, float) else "")
+            for bs, (d, p) in pairs.items()
+        ]
+        return figures, "\n".join([_frame_text(rows), *lines])
     return figures, _frame_text(rows)
 
 
@@ -301,24 +320,11 @@ def _step_figure(out: Path, step: str, key: str) -> Any:
 
 
 def _pytest_figures(results: Path) -> tuple[dict[str, Any], str]:
-    import xml.etree.ElementTree as ET
-
-    path = results / "junit.xml"
+    """Read from the JSON lines tests/gpu/conftest.py writes as each test ends."""
+    path = results / "tests.jsonl"
     if not path.exists():
-        return {"error": "no junit.xml"}, "(pytest wrote no junit.xml)"
-    cases = []
-    for case in ET.parse(path).getroot().iter("testcase"):
-        outcome = "passed"
-        reason = ""
-        for tag in ("failure", "error", "skipped"):
-            el = case.find(tag)
-            if el is not None:
-                outcome = "failed" if tag in ("failure", "error") else "skipped"
-                reason = (el.get("message") or "")[:300]
-        cases.append(
-            {"test": f"{case.get('classname', '').split('.')[-1]}::{case.get('name')}",
-             "outcome": outcome, "s": round(float(case.get("time", 0)), 2), "reason": reason}
-        )  # fmt: skip
+        return {"error": "no tests.jsonl (pytest ran no test)"}, "(no test reported)"
+    cases = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     counts = {o: sum(c["outcome"] == o for c in cases) for o in ("passed", "failed", "skipped")}
     return {**counts, "tests": cases}, _frame_text(cases)
 
@@ -421,7 +427,10 @@ def cmd_bare(args: argparse.Namespace) -> int:
     torch.manual_seed(0)
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
-    model = timm.create_model(args.model, pretrained=False, num_classes=10, img_size=args.img)
+    try:  # ViTs are built for their input size; CNNs take any
+        model = timm.create_model(args.model, pretrained=False, num_classes=10, img_size=args.img)
+    except TypeError:
+        model = timm.create_model(args.model, pretrained=False, num_classes=10)
     model = model.to(device)
     x = torch.randn(args.batch, 3, args.img, args.img, device=device)
     y = torch.randint(0, 10, (args.batch,), device=device)
