@@ -228,7 +228,7 @@ def trial_rows(results: Path) -> list[dict[str, Any]]:
     if trials is None:
         return []
     keys = [
-        "model.name", "model.attention", "lora.rank", "precision", "optim.batch_size", "model.img_size",
+        "model.name", "model.attention", "lora.rank", "env/precision", "optim.batch_size", "model.img_size",
         "time/samples_per_s", "time/epoch_s", "time/step_ms_p50", "time/data_s", "time/mfu",
         "time/peak_tflops", "time/peak_source", "time/achieved_tflops",
         "flops/train_step_gflops", "params/total", "params/trainable_pct",
