@@ -24,29 +24,32 @@
 #   prune         prune_recover.yaml's prune stage on ViT-B/16 at 224: structured 30%, latency
 #                 before (dense) and after
 #   hybrid        vit_hybrids.yaml: R50+ViT-B/16 (vit_b_r50)
-#   side_by_side_vit, side_by_side_resnet50   bench trials of ViT-B/16 and ResNet-50 (batch 64, bf16, 224 px, contiguous)
-#                 against a bare PyTorch loop on the same model, batch, precision and memory
-#                 format, CUDA events; target ratio >= 0.97; MFU against the dense bf16 peak, as
-#                 the matmul probe measures it and as the data sheet gives it
+#   side_by_side_vit, side_by_side_resnet50   the bench trainable on ViT-B/16 and ResNet-50 (batch
+#                 64, bf16, 224 px, contiguous) against a bare PyTorch loop on the same model,
+#                 batch, precision and memory format, CUDA events; inference and training
+#                 samples/s and their ratio (target >= 0.97: below it the step reads "below
+#                 target"); MFU against the dense bf16 peak, as the matmul probe measures it and as
+#                 the data sheet gives it
 # Every study runs through `python -m orchestrator trial` (in-process, no Ray) on a file that
 # scripts/gpu_steps.py writes from the study's sweep: real model, batch, resolution, precision and
 # profilers; synthetic data, random weights, one epoch of 20 batches (tens of steps, not epochs).
 #
 # Time (GPU run): the step limits below add up to 465 s < 480 s (8 min); each step also stops at
-# what is left of that budget. timeout_s=540 leaves the tool 75 s for the Python start-up margin.
+# what is left of that budget. timeout_s=540 leaves 60 s beyond it for the final table and a
+# step's 5 s kill grace.
 #
 # --cpu-dry-run: the same steps, shrunk (32 px, batches of 4, 2 batches, 3 timed steps), in a
 # clean venv built from the GPU machine's package set: the names of KINDS.md's list that the trial
 # path touches (GPU_SET below; ~/.cache/lvmbench-gpu-dry/<hash of the set>, built once, copied
-# fresh for each run as hard links; LVM_GPU_DRY_FRESH=1 rebuilds it). The carried wheels are installed into the
-# copy by the same command the GPU run uses. It holds no Ray, MLflow, plotly or optuna, and no
+# fresh for each run as hard links; LVM_GPU_DRY_FRESH=1 rebuilds it). The carried wheels are
+# installed into the copy by the same command the GPU run uses. It holds no Ray, MLflow, plotly or optuna, and no
 # pydantic, fvcore or torch-pruning except through .whl. What differs from the GPU machine:
 #   - Python 3.11 here (3.12 there): .whl also carries pydantic-core's cp311 wheel, which pip
 #     picks only here;
 #   - torch 2.14.1+cu130 and torchvision 0.29.1 (the CUDA wheels this machine has on disk; the
 #     one CPU wheel there, torch 2.13.0+cpu, has no matching torchvision), run on the CPU, vs
-#     2.11.0+cu130 and 0.26.0 there; accelerate 1.15.0, huggingface-hub 1.33.0 and transformers 5.17.0 as there;
-#     the rest at this index's newest versions, not necessarily the machine's;
+#     2.11.0+cu130 and 0.26.0 there; accelerate 1.15.0, huggingface-hub 1.33.0 and transformers
+#     5.17.0 as there; the rest at this index's newest versions, not necessarily the machine's;
 #   - no CUDA: pytest's GPU tests skip, the rest runs on the CPU with CPU timers;
 #   - its limits are its own (DRY_LIMIT), larger: 2 shared cores.
 set -uo pipefail
