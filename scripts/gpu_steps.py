@@ -162,10 +162,10 @@ def study_sweep(step: str, mode: str) -> tuple[dict[str, Any], list[int]]:
 def _no_downloads(doc: dict[str, Any]) -> None:
     """Random weights everywhere (the model and every grid entry)."""
     doc.setdefault("model", {})["pretrained"] = False
-    for dim in (doc.get("search") or {}).values():
-        for entry in (dim or {}).get("grid", []) if isinstance(dim, dict) else []:
-            if isinstance(entry, dict) and "pretrained" in entry:
-                entry["pretrained"] = False
+    dim = (doc.get("search") or {}).get("model")
+    for entry in dim.get("grid", []) if isinstance(dim, dict) else []:
+        if isinstance(entry, dict):  # a grid entry replaces the model section: say it there too
+            entry["pretrained"] = False
 
 
 def _shrink(doc: dict[str, Any]) -> None:
