@@ -59,6 +59,7 @@ DRY=${LVM_GPU_DRY_RUN:-0}
 OUT=${OUT:-$(mktemp -d)}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
+rm -f "$OUT/summary.json" "$OUT/summary.txt" "$OUT/results.tgz" # this run's, not an earlier one's
 WORK=$(mktemp -d) # Parquet, sweep files, test log: at most 8 files come back from $OUT
 exec > >(tee "$OUT/gpu_check.log") 2>&1
 T0=$SECONDS
