@@ -69,8 +69,8 @@ STEPS=(install imports pytest lora_bench lora_train perf_fp32 perf_bf16_loaders 
 declare -A GPU_LIMIT=([install]=20 [imports]=10 [pytest]=105 [lora_bench]=45 [lora_train]=35
   [perf_fp32]=25 [perf_bf16_loaders]=25 [perf_on_device]=25 [attention]=45 [prune]=40 [hybrid]=25
   [side_by_side_vit]=35 [side_by_side_resnet50]=30)
-declare -A DRY_LIMIT=([install]=60 [imports]=30 [pytest]=120 [lora_bench]=120 [lora_train]=90
-  [perf_fp32]=60 [perf_bf16_loaders]=60 [perf_on_device]=60 [attention]=120 [prune]=120 [hybrid]=90
+declare -A DRY_LIMIT=([install]=60 [imports]=30 [pytest]=120 [lora_bench]=150 [lora_train]=90
+  [perf_fp32]=60 [perf_bf16_loaders]=60 [perf_on_device]=60 [attention]=150 [prune]=150 [hybrid]=90
   [side_by_side_vit]=90 [side_by_side_resnet50]=90)
 GPU_BUDGET=480 # 8 minutes of device time, install included
 sum=0
