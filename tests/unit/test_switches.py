@@ -292,10 +292,30 @@ def test_trial_clock_without_epoch_times_leaves_train_total_null() -> None:
 def test_fp16_scales_the_loss_through_accelerate_on_cuda() -> None:
     cfg = one_batch_cfg(precision="fp16", device="cuda")
     ctx, model = prepared(cfg)
-    assert ctx.accelerator.scaler is not None  # Accelerate's GradScaler
-    seen = record_first_conv(model)
+    scaler = ctx.accelerator.scaler
+    assert scaler is not None  # Accelerate's GradScaler
+    seen: list[tuple[bool, bool, torch.dtype, torch.dtype]] = []
+
+    def hook(module: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        autocast = torch.is_autocast_enabled("cuda")
+        seen.append((module.training, autocast, torch.get_autocast_dtype("cuda"), out.dtype))
+
+    first_conv(model).register_forward_hook(hook)
+    scaled: list[torch.dtype] = []
+    scale = scaler.scale
+
+    def counting_scale(loss: torch.Tensor) -> torch.Tensor:
+        scaled.append(loss.dtype)
+        return scale(loss)
+
+    scaler.scale = counting_scale  # type: ignore[method-assign]
     fit(ctx, model, ListReporter())
-    assert seen
+    train = [s for s in seen if s[0]]
+    # Training forwards run under fp16 autocast on CUDA, and their convolutions compute in fp16.
+    assert train and all(s[1:] == (True, torch.float16, torch.float16) for s in train), seen
+    # Every backward went through the scaler: one scaled loss per optimizer step, a live scale.
+    assert len(scaled) == len(train), (scaled, train)
+    assert scaler.get_scale() > 1.0
 
 
 @pytest.mark.gpu
