@@ -239,6 +239,7 @@ def _load(path: Path, *, smoke: bool) -> tuple[SweepConfig, str]:
 def execute(sweep: SweepConfig, sweep_text: str, args: argparse.Namespace) -> int:
     """Build the run plan once (its stages, or the sweep alone), run it, print each stage's table."""
     from orchestrator.driver.offline import check_offline
+    from orchestrator.driver.preflight import check_plan
     from orchestrator.driver.run_summary import print_summary
     from orchestrator.driver.stages import build_plan, run_plan
 
@@ -251,6 +252,9 @@ def execute(sweep: SweepConfig, sweep_text: str, args: argparse.Namespace) -> in
     source = str(getattr(args, "sweep", None) or sweep.name)
     try:
         plan = build_plan(sweep, source=source, adjust=adjust)
+        check_plan(
+            plan, address=args.address
+        )  # every stage, before Ray starts or a file is written
         outcomes = run_plan(
             plan,
             output=output,

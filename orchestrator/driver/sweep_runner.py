@@ -21,11 +21,12 @@ from ray.tune.logger import JsonLoggerCallback
 
 from orchestrator.driver.dotted_keys import set_path
 from orchestrator.driver.objectives import TrialEndFacts, mark_pareto_front
+from orchestrator.driver.preflight import fit_resources
 from orchestrator.driver.schema import SweepConfig, SweepError
 from orchestrator.driver.search_space import param_space
 from orchestrator.sinks.mlflow_runs import MlflowSink, default_tracking_uri, preload_mlflow
 from orchestrator.sinks.parquet_rows import ParquetSink
-from orchestrator.workers.train_workers import DRIVER_CPU, trial_demand, trial_trainable
+from orchestrator.workers.train_workers import trial_trainable
 
 TUNE_DIR = "_tune"
 
@@ -152,52 +153,11 @@ def experiment_dirs(output: Path, name: str, storage: str | None = None) -> list
 
 
 def check_resources(sweep: SweepConfig, *, local: bool) -> SweepConfig:
-    """A trial asking for more than the cluster has would wait forever: say so before it starts.
-
-    A multi-worker trial takes `workers` x the per-worker resources plus its driver's sliver.
-    """
+    """A trial asking for more than the cluster has would wait forever: say so before it starts
+    (`preflight.fit_resources` against what Ray counts; a local run was checked before Ray)."""
     import ray
 
-    res = sweep.resources
-    have = ray.cluster_resources()
-    problems = []
-    for ray_key, want in trial_demand(res).items():
-        avail = float(have.get(ray_key, 0.0))
-        if want > avail:
-            problems.append((ray_key, want, avail))
-    multi = res.workers > 1
-    keys = {"CPU": "cpu", "GPU": "gpu"}
-    if multi:
-        keys = {"CPU": "cpu_per_worker", "GPU": "gpu_per_worker"}
-    if not problems or not local:
-        for ray_key, want, avail in problems:
-            print(f"warning: resources: {want:g} {ray_key} per trial, the cluster has {avail:g}")
-        return sweep
-    if sweep.smoke:
-        out = sweep.model_copy(deep=True)
-        for ray_key, _, avail in problems:
-            # A smoke run proves the sweep runs here; it takes what this machine has.
-            if multi:
-                spare = avail - DRIVER_CPU if ray_key == "CPU" else avail
-                capped = spare / res.workers
-            else:
-                capped = avail if ray_key == "GPU" else max(1.0, avail)
-            key = keys[ray_key]
-            print(f"smoke: resources.{key} -> {capped:g} (this machine has {avail:g} {ray_key})")
-            setattr(out.resources, key, capped)
-        return out
-    ray_key, want, avail = problems[0]
-    key = keys[ray_key]
-    what = f"{want:g}"
-    if multi:
-        per = res.worker_cpu if ray_key == "CPU" else res.worker_gpu
-        driver = f" + {DRIVER_CPU} for its driver" if ray_key == "CPU" else ""
-        what = f"{res.workers} workers x {per:g}{driver} = {want:g}"
-    raise SweepError(
-        f"resources.{key}: each trial asks for {what} {ray_key} but this machine has "
-        f"{avail:g}; lower resources.{key} (fractions share a device) or join a cluster with "
-        "--address"
-    )
+    return fit_resources(sweep, ray.cluster_resources(), local=local)
 
 
 def run_sweep(
