@@ -26,7 +26,7 @@ from orchestrator.driver.schema import SweepConfig, SweepError
 from orchestrator.driver.search_space import param_space
 from orchestrator.sinks.mlflow_runs import MlflowSink, default_tracking_uri, preload_mlflow
 from orchestrator.sinks.parquet_rows import ParquetSink
-from orchestrator.workers.train_workers import trial_trainable
+from orchestrator.workers.train_workers import trial_demand, trial_trainable
 
 TUNE_DIR = "_tune"
 
