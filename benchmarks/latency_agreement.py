@@ -41,6 +41,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _quiet import add_force_flag, quiet_or_exit  # benchmarks/_quiet.py
+
 ROOT = Path(__file__).resolve().parent.parent
 # The second trial: a small model training on synthetic data until it is stopped; its steps take
 # the device lock shared (the time profiler's StepTimer), as every lvmbench trial's do.
@@ -166,7 +168,9 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--no-contended", action="store_true", help="skip the case beside a trial")
     p.add_argument("--smoke", action="store_true", help="resnet18 at 64 px, one round")
+    add_force_flag(p)
     args = p.parse_args()
+    quiet_or_exit(args.force)
     if args.smoke:
         args.models, args.img_size, args.rounds = ["resnet18"], 64, 1
 

@@ -32,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _quiet import add_force_flag, quiet_or_exit  # benchmarks/_quiet.py
+
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 SLOTS = 2
@@ -158,7 +160,9 @@ def main() -> int:
     p.add_argument("--isolation", choices=("reuse", "process", "both"), default="reuse")
     p.add_argument("--skip-sweep", action="store_true", help="only the one-trial start-up")
     p.add_argument("--repeats", type=int, default=3, help="end-to-end runs (the median counts)")
+    add_force_flag(p)
     args = p.parse_args()
+    quiet_or_exit(args.force)
     with tempfile.TemporaryDirectory(prefix="lvm-startup-") as tmp:
         folder = Path(tmp)
         print(f"machine: {os.cpu_count()} CPUs; python {sys.version.split()[0]}")
