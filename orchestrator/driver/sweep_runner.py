@@ -20,6 +20,7 @@ from typing import Any
 from ray.tune.logger import JsonLoggerCallback
 
 from orchestrator.driver.dotted_keys import set_path
+from orchestrator.driver.objectives import TrialEndFacts, mark_pareto_front
 from orchestrator.driver.schema import SweepConfig, SweepError
 from orchestrator.driver.search_space import param_space
 from orchestrator.sinks.mlflow_runs import MlflowSink, default_tracking_uri, preload_mlflow
@@ -233,11 +234,13 @@ def run_sweep(
     verbose: int = 1,
     space_overrides: dict[str, Any] | None = None,
     storage: str | None = None,
+    retry_failed: bool = False,
 ) -> SweepOutcome:
     """Run one sweep (or one stage of a staged sweep) on Ray Tune.
 
     `space_overrides` (dotted key -> value or Tune domain) are set into the param space after the
     search: stages use it to hand each trial its `start` (see `orchestrator/driver/stages.py`).
+    `retry_failed` (with `resume`) runs the errored trials again; without it they stay errored.
     """
     from ray import tune
 
@@ -281,7 +284,13 @@ def run_sweep(
     trainable = trial_trainable(sweep.resources, max_failures=sweep.max_failures)
     if restore_from is not None:
         tuner = tune.Tuner.restore(
-            str(restore_from), trainable, resume_unfinished=True, resume_errored=True
+            str(restore_from),
+            trainable,
+            resume_unfinished=True,
+            # --retry-failed: errored trials run again under their own trial id (one `trials`
+            # row, one MLflow child), from their last checkpoint if they saved one. Tune's
+            # restart_errored would give each a new id: a second row and a second child run.
+            resume_errored=retry_failed,
         )
         # The restored run config carries the pickled sinks: that MLflow sink holds the
         # invocation id its parent and child runs are found again by.
@@ -301,7 +310,13 @@ def run_sweep(
                 checkpoint_score_attribute=checkpoint.metric if checkpoint.keep == "best" else None,
                 checkpoint_score_order=checkpoint.mode,
             ),
-            callbacks=[ParquetSink(output, sweep.name), mlflow_sink, JsonLoggerCallback()],
+            callbacks=[
+                # First: it adds the driver's trial-end facts (cost/usd) before the sinks read them.
+                TrialEndFacts(sweep.cost, trial_demand(sweep.resources)),
+                ParquetSink(output, sweep.name),
+                mlflow_sink,
+                JsonLoggerCallback(),
+            ],
             progress_reporter=live_table(sweep),
             verbose=verbose,
         )
@@ -314,6 +329,7 @@ def run_sweep(
             tune_config=tune.TuneConfig(
                 num_samples=sweep.num_samples,
                 scheduler=_scheduler(sweep),
+                search_alg=_search_alg(sweep),
                 max_concurrent_trials=sweep.max_concurrent_trials,
                 # A worker imports torch and timm once and runs trial after trial, each from a
                 # clean start (trainables.loop.scope); `isolation: process` gives each its own.
@@ -330,6 +346,8 @@ def run_sweep(
         trial_ids.append(str(trial_id))
         if result.error is not None:
             errors[str(trial_id)] = str(result.error).strip().splitlines()[-1][:300]
+    if sweep.searcher.objectives:
+        mark_pareto_front(output, sweep.name, trial_ids, sweep.searcher.objectives)
     return SweepOutcome(
         experiment_path=Path(results.experiment_path),
         trial_ids=trial_ids,
@@ -363,6 +381,13 @@ def live_table(sweep: SweepConfig) -> Any:
         max_report_frequency=15,
         max_column_length=24,
     )
+
+
+def _search_alg(sweep: SweepConfig) -> Any:
+    # Imported here: Optuna loads only for a sweep that searches with it.
+    from orchestrator.driver.searchers import search_alg
+
+    return search_alg(sweep)
 
 
 def _scheduler(sweep: SweepConfig) -> Any:
