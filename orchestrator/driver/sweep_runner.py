@@ -74,7 +74,30 @@ def init_ray(address: str | None) -> None:
         # A cluster's workers were started by `ray start`, not from this shell: the job's
         # runtime environment hands them the path to import lvmbench from (RAY_ADDRESS too).
         runtime_env={"env_vars": {"PYTHONPATH": pythonpath}} if address else None,
+        # Opt-in (LVMBENCH_RAY_PRELOAD=1), a local node only: worker processes import what every
+        # trial needs as they start (Ray's preload_python_modules). Off by default: measured on
+        # 2 busy cores (benchmarks/startup.py --compare-preload) two workers importing torch at
+        # once slowed the driver's Tune set-up more than the trial's start gained (31 s vs 21 s).
+        _system_config=None if address else preload_config(),
     )
+
+
+# What every trial imports; with the preload on, a local node's workers import it as they start.
+PRELOAD_MODULES = (
+    "torch",
+    "timm",
+    "accelerate",
+    "orchestrator.workers.trial_runner",
+    "trainables.loop.fit",
+    "trainables.loop.profiling",
+)
+PRELOAD_ENV = "LVMBENCH_RAY_PRELOAD"  # "1" turns the preload on (benchmarks/startup.py compares)
+
+
+def preload_config() -> dict[str, Any] | None:
+    if os.environ.get(PRELOAD_ENV, "0") != "1":
+        return None
+    return {"preload_python_modules": list(PRELOAD_MODULES)}
 
 
 RAY_LOG = "ray.log"
