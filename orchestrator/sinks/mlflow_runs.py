@@ -34,6 +34,8 @@ MAX_PARAM_LEN = 6000  # MLflow's limit for a param value
 BATCH = 900  # MLflow accepts up to 1000 metrics per log_batch
 # Tag that ties the runs of one invocation together across `--resume` (a new driver process).
 INVOCATION_TAG = "lvmbench.invocation"
+# Tag naming the Ray Tune experiment folder (`<sweep>-<YYYYmmdd-HHMMSS>`) a sweep's runs belong to.
+TUNE_RUN_TAG = "lvmbench.tune_run"
 
 
 def default_tracking_uri(base: Path | None = None) -> str:
@@ -80,6 +82,24 @@ def store_lock(tracking_uri: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def find_parent_run(tracking_uri: str, experiment: str, tune_run: str) -> str | None:
+    """The parent run of the sweep that ran as Tune experiment `tune_run` (a restored sweep's
+    sink is Tune's own unpickled copy: the driver finds its parent run by tag)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    runs = client.search_runs(
+        [found.experiment_id],
+        filter_string=f"tags.`lvmbench.role` = 'sweep' and tags.`{TUNE_RUN_TAG}` = '{tune_run}'",
+        max_results=1,
+        order_by=["attributes.start_time ASC"],
+    )
+    return runs[0].info.run_id if runs else None
 
 
 def preload_mlflow() -> None:
