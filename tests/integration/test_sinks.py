@@ -77,6 +77,21 @@ def test_a_trial_stopped_after_one_epoch_keeps_its_facts(tmp_path: Path) -> None
     assert row["epochs_completed"] == 1
 
 
+def test_lora_flops_keep_both_the_unmerged_and_the_merged_rows(tmp_path: Path) -> None:
+    """The unmerged profile's FLOPs rows come with epoch 1, the merged ones in the trial-end
+    report: both stay. A profile sent again (a restored trial) replaces its own rows only."""
+    sink = ParquetSink(tmp_path, "s")
+    unmerged = {"flops": [{"tag": "", "input_size": 16, "fwd_gmacs": 0.5}]}
+    merged = {"flops": [{"tag": "merged", "input_size": 16, "fwd_gmacs": 0.4}]}
+    end = final()
+    end["_tables"] = merged
+    again = {"flops": [{"tag": "", "input_size": 16, "fwd_gmacs": 0.5}]}
+    drive(sink, FakeTrial("t3"), [epoch(1, 0.5, tables=unmerged), epoch(2, 0.7, tables=again), end])
+    flops = pd.read_parquet(tmp_path / "flops")
+    assert sorted(flops["tag"]) == ["", "merged"]
+    assert flops.set_index("tag")["fwd_gmacs"].to_dict() == {"": 0.5, "merged": 0.4}
+
+
 def test_start_is_its_own_column_not_a_param(tmp_path: Path) -> None:
     start = {"stage": "pretrain", "trial_id": "abc", "checkpoint": "/x/model.safetensors"}
     sink = ParquetSink(tmp_path, "s")
