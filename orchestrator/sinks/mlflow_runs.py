@@ -23,8 +23,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.sinks.parquet_rows import error_class
-from orchestrator.sinks.results import LoggerCallback, error_text, split_result, start_columns
-from orchestrator.tables import flatten_params
+from orchestrator.sinks.results import (
+    LoggerCallback,
+    error_text,
+    split_result,
+    start_columns,
+    trial_params,
+)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -279,7 +284,7 @@ class MlflowSink(LoggerCallback):
                 self._load_logged(run_id)
                 self._reopen(self.client.get_run(run_id))
             return
-        params = flatten_params(trial.config)
+        params = trial_params(trial)
         run = self.client.create_run(
             self._experiment_id,  # type: ignore[arg-type]
             run_name=f"{trial.trial_id} {params.get('model.name')}",

@@ -14,7 +14,13 @@ import re
 from pathlib import Path
 from typing import Any
 
-from orchestrator.sinks.results import LoggerCallback, error_text, split_result, start_columns
+from orchestrator.sinks.results import (
+    LoggerCallback,
+    error_text,
+    split_result,
+    start_columns,
+    trial_params,
+)
 from orchestrator.tables import (
     BEST_OF,
     BEST_PREFIX,
@@ -24,7 +30,6 @@ from orchestrator.tables import (
     SCHEMA_VERSION,
     TRIALS,
     PartitionedTable,
-    flatten_params,
 )
 
 # Columns of a trials row that are not facts a trial reported.
@@ -86,7 +91,6 @@ class ParquetSink(LoggerCallback):
         self._facts: dict[str, dict[str, Any]] = {}
         self._rows: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._started: dict[str, str] = {}
-        self._params: dict[str, dict[str, Any]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles callbacks into its experiment state; open tables are rebuilt on restore.
@@ -105,14 +109,12 @@ class ParquetSink(LoggerCallback):
         return f"{self.sweep_name}__{trial.trial_id}"
 
     def _base(self, trial: Any) -> dict[str, Any]:
-        # A trial's config never changes: validate and flatten it once, not on every result.
-        if trial.trial_id not in self._params:
-            self._params[trial.trial_id] = flatten_params(trial.config)
+        # A trial's config never changes: validated and flattened once, for every sink.
         return {
             "schema_version": SCHEMA_VERSION,
             "sweep": self.sweep_name,
             "trial_id": trial.trial_id,
-            **self._params[trial.trial_id],
+            **trial_params(trial),
         }
 
     def _history(self, trial: Any) -> dict[int, dict[str, Any]]:

@@ -131,6 +131,42 @@ def test_mlflow_gets_each_metric_once_per_step(mlflow_uri: str, client: MlflowCl
         assert len(steps) == len(set(steps)), (key, steps)
 
 
+
+def test_both_sinks_share_one_split_and_one_params_flattening(
+    mlflow_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tune hands every callback the same result: it is split once, and a trial's config is
+    validated and flattened once for both sinks."""
+    import orchestrator.sinks.results as results
+    import orchestrator.tables as tables
+
+    calls = {"split": 0, "flatten": 0}
+    real_split, real_flatten = results._split, tables.flatten_params
+
+    def split(result: dict[str, Any]) -> Any:
+        calls["split"] += 1
+        return real_split(result)
+
+    def flatten(config: dict[str, Any]) -> dict[str, Any]:
+        calls["flatten"] += 1
+        return real_flatten(config)
+
+    monkeypatch.setattr(results, "_split", split)
+    monkeypatch.setattr(tables, "flatten_params", flatten)
+    sinks = [ParquetSink(tmp_path, "s"), MlflowSink(mlflow_uri, "s", "name: s\n", {}, {})]
+    trial = FakeTrial("t5")
+    reports = [epoch(1, 0.5, facts=FACTS, tables=TABLES), epoch(2, 0.7), final()]
+    for sink in sinks:
+        sink.log_trial_start(trial)
+    for i, result in enumerate(reports):
+        for sink in sinks:
+            sink.log_trial_result(i + 1, trial, result)
+    for sink in sinks:
+        sink.log_trial_end(trial)
+    assert calls == {"split": 3, "flatten": 1}
+    assert pd.read_parquet(tmp_path / "trials").iloc[0]["merged/flops/fwd_gmacs"] == 0.4
+
+
 def test_parent_run_started_in_the_background_is_ended_without_trials(
     mlflow_uri: str, client: MlflowClient
 ) -> None:
