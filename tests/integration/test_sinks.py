@@ -131,7 +131,6 @@ def test_mlflow_gets_each_metric_once_per_step(mlflow_uri: str, client: MlflowCl
         assert len(steps) == len(set(steps)), (key, steps)
 
 
-
 def test_both_sinks_share_one_split_and_one_params_flattening(
     mlflow_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
