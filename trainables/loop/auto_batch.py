@@ -30,9 +30,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from profilers.memory import MIB
 from profilers.metric_registry import INT, F, S, declare
-
-MIB = float(2**20)
 
 declare(
     __name__,
