@@ -66,9 +66,17 @@ class TrialContext:
     def train_loader(self) -> DataLoader:
         return self.loaders(self.cfg.optim.batch_size)[0]
 
+    @train_loader.setter
+    def train_loader(self, loader: Any) -> None:  # e.g. the loader Accelerate prepared
+        self._loaders[self.cfg.optim.batch_size] = (loader, self.val_loader)
+
     @property
     def val_loader(self) -> DataLoader:
         return self.loaders(self.cfg.optim.batch_size)[1]
+
+    @val_loader.setter
+    def val_loader(self, loader: Any) -> None:
+        self._loaders[self.cfg.optim.batch_size] = (self.train_loader, loader)
 
     def _build_loaders(self, batch_size: int) -> tuple[Any, Any]:
         cfg = self.cfg
