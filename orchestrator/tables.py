@@ -1,4 +1,9 @@
-"""Parquet tables: a directory per table, one part file per trial, one schema across all parts.
+"""The table contract the sinks write and the report reads, and the Parquet tables themselves.
+
+The contract: the table names, the key columns of every row, which columns name the profile a
+row belongs to, the best-of-trial summaries, and each column's unit (the metric registry's).
+
+Parquet tables: a directory per table, one part file per trial, one schema across all parts.
 
 `pandas.read_parquet("<output>/epochs")` infers the schema from one part file, so every part of a
 table must carry the same columns with the same types. `PartitionedTable` keeps the union of
@@ -35,6 +40,42 @@ from trainables.registry import OPTIONAL_SECTIONS, TRAINABLE_SECTIONS
 load_catalog()
 
 SCHEMA_VERSION = 1
+
+# Table names: the two every sweep writes, and those trainables send rows for.
+EPOCHS = "epochs"  # one row per trial-epoch: params and the epoch's metrics
+TRIALS = "trials"  # one row per trial: params, status, facts, last epoch, best-of, trial-end facts
+LATENCY = "latency"  # trial x tag x input size x batch size x precision
+FLOPS = "flops"  # trial x tag x input size
+TRAIN_BENCH = "train_bench"  # bench trainable: batch size x precision -> step times
+SENSITIVITY = "sensitivity"  # prune_recover: layer x ratio -> accuracy drop
+WEIGHTS = "weights"  # prune_recover: layer x phase -> weight histogram bins
+PRUNED_LAYERS = "pruned_layers"  # prune_recover: weights per layer before vs non-zero after
+TABLES = (EPOCHS, TRIALS, LATENCY, FLOPS, TRAIN_BENCH, SENSITIVITY, WEIGHTS, PRUNED_LAYERS)
+
+# Every row of every table: which sweep, which trial (and `epoch` in `epochs`).
+KEY_COLUMNS = ("sweep", "trial_id")
+EPOCH_KEY = "epoch"
+# Which profile of a trial a row of the other tables belongs to: the same model profiled before
+# and after a change carries a `tag` (LoRA's "merged", prune_recover's "dense"), weight histograms
+# a `phase`. A trial that sends rows of a profile again (a restored trial re-runs its static
+# profile) replaces that profile's rows; rows of its other profiles stay.
+PROFILE_COLUMNS = ("tag", "phase")
+
+# Best-of-trial summaries in `trials`, stored as `best/<metric>`: metric -> "max" or "min"; the
+# epoch of the best `val/acc` as `best/epoch`.
+BEST_PREFIX = "best/"
+BEST_OF = {"val/acc": "max", "val/f1_macro": "max", "val/loss": "min", "train/acc": "max"}
+
+
+def unit(column: str, table: str | None = None) -> str | None:
+    """A column's unit, from the metric registry (None: not declared)."""
+    from profilers.metric_registry import metric_unit, registered_tables
+
+    if table is not None and table not in (EPOCHS, TRIALS):
+        spec = registered_tables().get(table, {}).get(column)
+        return spec.unit if spec else None
+    return metric_unit(column)
+
 
 # Columns every row of every table starts with.
 BASE_COLUMNS: dict[str, pa.DataType] = {

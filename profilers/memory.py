@@ -82,7 +82,7 @@ declare(
 )
 
 
-MIB = float(2**20)
+MIB = float(2**20)  # bytes per MiB: every `_mb` figure of the project
 REGIONS = {"train": "", "eval": "eval_", "infer": "infer_"}
 _PROC = Path("/proc/self")
 _process_peak_mb = 0.0

@@ -21,6 +21,7 @@ from collections import defaultdict
 
 from torch import nn
 
+from profilers.memory import MIB
 from profilers.metric_registry import INT, F, declare
 
 declare(
@@ -35,9 +36,6 @@ declare(
         "model/size_mb_*": (F, "MiB", "bytes by dtype, e.g. model/size_mb_float32"),
     },
 )
-
-
-MIB = float(2**20)
 
 
 def _unique(tensors: list) -> list:

@@ -305,22 +305,7 @@ def train_point(
     classes: int,
 ) -> dict[str, Any]:
     bench = cfg.bench
-    row: dict[str, Any] = {
-        "tag": "",
-        "input_size": size,
-        "batch_size": batch,
-        "precision": precision,
-        "status": "ok",
-        "warmup": bench.warmup,
-        "steps": 0,
-        "timer": "cuda_events" if device.type == "cuda" else "perf_counter",
-        "exclusive": False,
-        "lock_wait_s": None,
-        "device": str(device),
-        "channels_last": cfg.model.channels_last,
-        "fused_optimizer": None,
-        "error": None,
-    }
+    row = _train_row(device, cfg, size, batch, precision)
     lock = (
         lock_for(device) if (cfg.profilers.latency or LatencyProfilerConfig()).exclusive else None
     )
@@ -369,6 +354,28 @@ def train_point(
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return row
+
+
+def _train_row(
+    device: torch.device, cfg: TrialConfig, size: int, batch: int, precision: str
+) -> dict[str, Any]:
+    """A `train_bench` row before its point is measured."""
+    return {
+        "tag": "",
+        "input_size": size,
+        "batch_size": batch,
+        "precision": precision,
+        "status": "ok",
+        "warmup": cfg.bench.warmup,
+        "steps": 0,
+        "timer": "cuda_events" if device.type == "cuda" else "perf_counter",
+        "exclusive": False,
+        "lock_wait_s": None,
+        "device": str(device),
+        "channels_last": cfg.model.channels_last,
+        "fused_optimizer": None,
+        "error": None,
+    }
 
 
 def time_train_steps(
@@ -430,6 +437,11 @@ def time_train_steps(
         if max_point_s is not None and i >= 2 and time.perf_counter() - t_start > max_point_s:
             break
     synchronize(device)
+    return _durations(marks, cuda)
+
+
+def _durations(marks: list[Any], cuda: bool) -> list[tuple[float, float, float]]:
+    """(forward, backward, optimizer) ms per step from its four marks (CUDA events or clocks)."""
     out = []
     for j in range(0, len(marks), 4):
         a, b, c, d = marks[j : j + 4]

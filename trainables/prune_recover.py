@@ -53,7 +53,7 @@ from trainables.data.loaders import make_loader
 from trainables.loop.epoch import evaluate
 from trainables.loop.fit import fit
 from trainables.loop.profiling import static_profile
-from trainables.loop.reporting import Reporter
+from trainables.loop.reporting import Reporter, Tables
 from trainables.loop.setup import TrialContext, TrialSetup
 from trainables.models.start_weights import start_model
 from trainables.pruning.apply import (
@@ -147,17 +147,7 @@ def _sensitivity_plan(
 def run(config: dict[str, Any], reporter: Reporter) -> None:
     cfg = TrialConfig.model_validate(config)
     p = cfg.prune
-    setup = TrialSetup.begin(cfg)
-    model, init = start_model(cfg, setup.num_classes)
-    ctx = setup.with_model(model)
-    if not init["init/from_weights"]:
-        warnings.warn(
-            "prune_recover: no trained weights (model.pretrained is false and no "
-            "finetune.checkpoint); pruning a randomly initialised model: costs are real, "
-            "accuracies are not",
-            stacklevel=1,
-        )
-    model.to(ctx.device)
+    ctx, model, init = _start(cfg)
     val_batches = cfg.optim.max_val_batches
     img = cfg.model.img_size
     example = torch.randn(1, 3, img, img, device=ctx.device)
@@ -174,30 +164,8 @@ def run(config: dict[str, Any], reporter: Reporter) -> None:
         _tagged({k: v for k, v in dense_figures.items() if k != "prune/sparsity"}, "dense")
     )
     dense_static, dense_tables = static_profile(model, cfg, ctx.device, tag="dense")
-
-    sensitivity: list[dict] = []
-    sensitivity_s = None
-    if p.sensitivity:
-        t0 = time.perf_counter()
-        scan_ratios, scan_loader, batches = _sensitivity_plan(ctx, p, val_batches)
-        sensitivity = sensitivity_scan(
-            model,
-            lambda m: _score(ctx, m, batches, scan_loader),
-            scan_ratios,
-            method=p.method,
-            example_inputs=example,
-            round_to=p.round_to,
-        )
-        sensitivity_s = time.perf_counter() - t0
-
-    ratios = _allocation(p, sizes, sensitivity)
-    t0 = time.perf_counter()
-    masks = None
-    if p.method == "unstructured":
-        masks = unstructured_prune(model, ratios)
-    else:
-        structured_prune(model, example, ratios, round_to=p.round_to)
-    prune_s = time.perf_counter() - t0
+    sensitivity, sensitivity_s = _scan(ctx, model, example)
+    masks, prune_s = _prune(model, p, _allocation(p, sizes, sensitivity), example)
 
     # The pruned model as it now runs: untagged keys, so MACs and latency are the real ones.
     pruned = _tagged(_score(ctx, model, val_batches), "pruned")
@@ -222,7 +190,69 @@ def run(config: dict[str, Any], reporter: Reporter) -> None:
         {"weights": weights, "pruned_layers": layer_rows(model, dense_numel)},
         {"sensitivity": sensitivity} if sensitivity else {},
     )
+    _recover(ctx, model, reporter, masks, facts, tables, pruned, (targets, dense_targeted, edges))
 
+
+def _start(cfg: TrialConfig) -> tuple[TrialContext, nn.Module, dict[str, Any]]:
+    """Seed, data, the trained model to prune (warned about when it is not trained)."""
+    setup = TrialSetup.begin(cfg)
+    model, init = start_model(cfg, setup.num_classes)
+    ctx = setup.with_model(model)
+    if not init["init/from_weights"]:
+        warnings.warn(
+            "prune_recover: no trained weights (model.pretrained is false and no "
+            "finetune.checkpoint); pruning a randomly initialised model: costs are real, "
+            "accuracies are not",
+            stacklevel=1,
+        )
+    model.to(ctx.device)
+    return ctx, model, init
+
+
+def _scan(
+    ctx: TrialContext, model: nn.Module, example: torch.Tensor
+) -> tuple[list[dict], float | None]:
+    """The sensitivity scan's rows and its time (none when `prune.sensitivity` is off)."""
+    p = ctx.cfg.prune
+    if not p.sensitivity:
+        return [], None
+    t0 = time.perf_counter()
+    scan_ratios, scan_loader, batches = _sensitivity_plan(ctx, p, ctx.cfg.optim.max_val_batches)
+    rows = sensitivity_scan(
+        model,
+        lambda m: _score(ctx, m, batches, scan_loader),
+        scan_ratios,
+        method=p.method,
+        example_inputs=example,
+        round_to=p.round_to,
+    )
+    return rows, time.perf_counter() - t0
+
+
+def _prune(model: nn.Module, p: Any, ratios: Any, example: torch.Tensor) -> tuple[Any, float]:
+    """Prune by `ratios`; the masks (unstructured) and the time it took."""
+    t0 = time.perf_counter()
+    masks = None
+    if p.method == "unstructured":
+        masks = unstructured_prune(model, ratios)
+    else:
+        structured_prune(model, example, ratios, round_to=p.round_to)
+    return masks, time.perf_counter() - t0
+
+
+def _recover(
+    ctx: TrialContext,
+    model: nn.Module,
+    reporter: Reporter,
+    masks: Any,
+    facts: dict[str, Any],
+    tables: Tables,
+    pruned: dict[str, Any],
+    figures_of: tuple[Any, int, Any],
+) -> None:
+    """Fine-tune the pruned model back (or report it as pruned), then its recovered figures."""
+    p, val_batches = ctx.cfg.prune, ctx.cfg.optim.max_val_batches
+    targets, dense_targeted, edges = figures_of
     if p.recover_epochs == 0:
         val = {k.removeprefix("pruned/"): v for k, v in pruned.items()}
         reporter.report({"epoch": 0, **val}, facts=facts, tables=tables)

@@ -22,13 +22,13 @@ import secrets
 import shutil
 import sys
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from orchestrator.driver.objectives import add_trial_end_facts
 from orchestrator.driver.schema import CostConfig, SearchSpec, SweepConfig, SweepError
-from trainables.loop.reporting import Tables, payload
+from trainables.loop.reporting import FINAL_KEY, Reporter
 
 EXIT_OK, EXIT_TRIAL_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 TRIALS_DIR = "_trials"
@@ -52,47 +52,39 @@ class LocalTrial:
         return self.error
 
 
-@dataclass
-class SinkReporter:
-    """A `trainables.loop.reporting.Reporter` that hands each report to the sinks, as Tune would."""
+class SinkReporter(Reporter):
+    """A `trainables.loop.reporting.Reporter` that hands each result to the sinks, as Tune would."""
 
-    trial: LocalTrial
-    sinks: list[Any]
-    iteration: int = 0
-    checkpoint_dir: Path | None = None
-    reports: list[dict[str, Any]] = field(default_factory=list)
-    cost: CostConfig | None = None
-    demand: dict[str, float] = field(default_factory=dict)
+    def __init__(
+        self,
+        trial: LocalTrial,
+        sinks: list[Any],
+        *,
+        cost: CostConfig | None = None,
+        demand: dict[str, float] | None = None,
+    ) -> None:
+        super().__init__()
+        self.trial = trial
+        self.sinks = sinks
+        self.iteration = 0
+        self.epoch_reports = 0
+        self.checkpoint_dir: Path | None = None
+        self.cost = cost
+        self.demand = dict(demand or {})
 
-    def _send(self, result: dict[str, Any]) -> None:
+    def emit(self, result: dict[str, Any], checkpoint_dir: str | None) -> None:
+        if checkpoint_dir is not None:
+            keep = Path(self.trial.path) / "checkpoint"
+            shutil.rmtree(keep, ignore_errors=True)
+            shutil.copytree(checkpoint_dir, keep)
+            self.checkpoint_dir = keep
+        self.epoch_reports += not result.get(FINAL_KEY)
         self.iteration += 1
         result = {**result, "trial_id": self.trial.trial_id, "training_iteration": self.iteration}
         # What the driver derives from the trial-end report (cost/usd), as a sweep run adds it.
         add_trial_end_facts(result, self.cost, self.demand)
         for sink in self.sinks:
             sink.log_trial_result(self.iteration, self.trial, result)
-
-    def report(
-        self,
-        metrics: dict[str, Any],
-        *,
-        facts: dict[str, Any] | None = None,
-        tables: Tables | None = None,
-        checkpoint_dir: str | None = None,
-    ) -> None:
-        self.reports.append(dict(metrics))
-        if checkpoint_dir is not None:
-            keep = Path(self.trial.path) / "checkpoint"
-            shutil.rmtree(keep, ignore_errors=True)
-            shutil.copytree(checkpoint_dir, keep)
-            self.checkpoint_dir = keep
-        self._send(payload(metrics, facts=facts, tables=tables))
-
-    def report_final(self, facts: dict[str, Any], *, tables: Tables | None = None) -> None:
-        self._send(payload({}, facts=facts, tables=tables, final=True))
-
-    def resume_checkpoint(self) -> str | None:
-        return None
 
 
 def pick_trial(sweep: SweepConfig, index: int) -> dict[str, Any]:
@@ -247,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
             tracking_uri=args.tracking_uri,
             post_mortem=args.pdb,
         )
-        print(f"trial {trial.trial_id}: {trial.status}, {len(reporter.reports)} report(s)")
+        print(f"trial {trial.trial_id}: {trial.status}, {reporter.epoch_reports} report(s)")
         if trial.error:
             failed = True
             print("\n".join(trial.error.strip().splitlines()[-5:]), file=sys.stderr)

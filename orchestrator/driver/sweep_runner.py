@@ -18,15 +18,23 @@ from pathlib import Path
 from typing import Any
 
 from ray.tune.logger import JsonLoggerCallback
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from orchestrator.driver.dotted_keys import set_path
 from orchestrator.driver.objectives import TrialEndFacts, mark_pareto_front
 from orchestrator.driver.preflight import fit_resources
 from orchestrator.driver.schema import SweepConfig, SweepError
 from orchestrator.driver.search_space import param_space
-from orchestrator.sinks.mlflow_runs import MlflowSink, default_tracking_uri, preload_mlflow
+from orchestrator.sinks.mlflow_runs import (
+    TUNE_RUN_TAG,
+    MlflowSink,
+    default_tracking_uri,
+    find_parent_run,
+    preload_mlflow,
+)
 from orchestrator.sinks.parquet_rows import ParquetSink
 from orchestrator.workers.train_workers import trial_demand, trial_trainable
+from trainables.loop.reporting import FINAL_KEY
 
 TUNE_DIR = "_tune"
 
@@ -206,18 +214,54 @@ def run_sweep(
 
     output = output.resolve()
     tracking_uri = tracking_uri or sweep.mlflow.tracking_uri or default_tracking_uri()
-    restore_from: str | None = None
-    if resume:
-        found = experiment_dirs(output, stage_run_name(sweep), storage)
-        if not found or not tune.Tuner.can_restore(found[-1]):
-            raise SweepError(
-                f"--resume: no interrupted sweep named {sweep.name!r} under "
-                f"{storage_root(output, storage)}; run it without --resume first"
-            )
-        restore_from = found[-1]
-
+    restore_from = _interrupted_run(sweep, output, storage) if resume else None
     route_logs(output / RAY_LOG)
-    mlflow_sink = MlflowSink(
+    # MLflow's imports (a second) overlap Ray's start; nothing is written before Tune starts.
+    preload_mlflow()
+    init_ray(address)
+    sweep = check_resources(sweep, local=not (address or os.environ.get("RAY_ADDRESS")))
+    trainable = trial_trainable(sweep.resources, max_failures=sweep.max_failures)
+    if restore_from is not None:
+        # Tune's restored run config carries its own pickled sinks; they find their MLflow runs
+        # again by tags (`MlflowSink`).
+        # --retry-failed: errored trials run again under their own trial id (one `trials` row,
+        # one MLflow child), from their last checkpoint if they saved one. Tune's
+        # restart_errored would give each a new id: a second row and a second child run.
+        tuner = tune.Tuner.restore(
+            restore_from, trainable, resume_unfinished=True, resume_errored=retry_failed
+        )
+        run_name = Path(restore_from).name
+        parent = find_parent_run(tracking_uri, sweep.name, run_name)
+        return _outcome(tuner.fit(), parent, sweep, output)
+    run_name = f"{stage_run_name(sweep)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    mlflow_sink = _mlflow_sink(sweep, output, sweep_text, tracking_uri, run_name)
+    run_config = _run_config(sweep, output, storage, run_name, mlflow_sink, verbose)
+    tuner = tune.Tuner(
+        trainable,
+        param_space=_param_space(sweep, space_overrides),
+        tune_config=_tune_config(sweep),
+        run_config=run_config,
+    )
+    return _outcome(tuner.fit(), mlflow_sink.parent_run_id, sweep, output)
+
+
+def _interrupted_run(sweep: SweepConfig, output: Path, storage: str | None) -> str:
+    """`--resume`: the latest run of this sweep in the storage, which Tune can restore."""
+    from ray import tune
+
+    found = experiment_dirs(output, stage_run_name(sweep), storage)
+    if not found or not tune.Tuner.can_restore(found[-1]):
+        raise SweepError(
+            f"--resume: no interrupted sweep named {sweep.name!r} under "
+            f"{storage_root(output, storage)}; run it without --resume first"
+        )
+    return found[-1]
+
+
+def _mlflow_sink(
+    sweep: SweepConfig, output: Path, sweep_text: str, tracking_uri: str, run_name: str
+) -> MlflowSink:
+    return MlflowSink(
         tracking_uri=tracking_uri,
         sweep_name=sweep.name,
         sweep_file_text=sweep_text,
@@ -234,70 +278,69 @@ def run_sweep(
             "lvmbench.smoke": str(sweep.smoke).lower(),
             "lvmbench.stage": sweep.stage or "",
             "lvmbench.command": " ".join(sys.argv)[:5000],
+            TUNE_RUN_TAG: run_name,
             **({"mlflow.source.git.commit": sha} if (sha := git_sha()) else {}),
         },
     )
-    # MLflow's imports (a second) overlap Ray's start; nothing is written before Tune starts.
-    preload_mlflow()
-    init_ray(address)
-    sweep = check_resources(sweep, local=not (address or os.environ.get("RAY_ADDRESS")))
-    trainable = trial_trainable(sweep.resources, max_failures=sweep.max_failures)
-    if restore_from is not None:
-        tuner = tune.Tuner.restore(
-            str(restore_from),
-            trainable,
-            resume_unfinished=True,
-            # --retry-failed: errored trials run again under their own trial id (one `trials`
-            # row, one MLflow child), from their last checkpoint if they saved one. Tune's
-            # restart_errored would give each a new id: a second row and a second child run.
-            resume_errored=retry_failed,
-        )
-        # The restored run config carries the pickled sinks: that MLflow sink holds the
-        # invocation id its parent and child runs are found again by.
-        restored = getattr(getattr(tuner, "_local_tuner", None), "get_run_config", None)
-        for callback in (restored().callbacks or []) if restored else []:
-            if isinstance(callback, MlflowSink):
-                mlflow_sink = callback
-    else:
-        checkpoint = sweep.checkpoint
-        run_config = tune.RunConfig(
-            name=f"{stage_run_name(sweep)}-{time.strftime('%Y%m%d-%H%M%S')}",
-            storage_path=storage_root(output, storage),
-            failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
-            checkpoint_config=tune.CheckpointConfig(
-                num_to_keep=checkpoint.num_to_keep,
-                # None = keep the most recent ones.
-                checkpoint_score_attribute=checkpoint.metric if checkpoint.keep == "best" else None,
-                checkpoint_score_order=checkpoint.mode,
-            ),
-            callbacks=[
-                # First: it adds the driver's trial-end facts (cost/usd) before the sinks read them.
-                TrialEndFacts(sweep.cost, trial_demand(sweep.resources)),
-                ParquetSink(output, sweep.name),
-                mlflow_sink,
-                JsonLoggerCallback(),
-            ],
-            progress_reporter=live_table(sweep),
-            verbose=verbose,
-        )
-        space = param_space(sweep)
-        for key, value in (space_overrides or {}).items():
-            set_path(space, key, value)
-        tuner = tune.Tuner(
-            trainable,
-            param_space=space,
-            tune_config=tune.TuneConfig(
-                num_samples=sweep.num_samples,
-                scheduler=_scheduler(sweep),
-                search_alg=_search_alg(sweep),
-                max_concurrent_trials=sweep.max_concurrent_trials,
-                # A worker imports torch and timm once and runs trial after trial, each from a
-                # clean start (trainables.loop.scope); `isolation: process` gives each its own.
-                reuse_actors=sweep.isolation == "reuse",
-            ),
-            run_config=run_config,
-        )
-    results = tuner.fit()
+
+
+def _run_config(
+    sweep: SweepConfig,
+    output: Path,
+    storage: str | None,
+    run_name: str,
+    mlflow_sink: MlflowSink,
+    verbose: int,
+) -> Any:
+    from ray import tune
+
+    checkpoint = sweep.checkpoint
+    return tune.RunConfig(
+        name=run_name,
+        storage_path=storage_root(output, storage),
+        failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
+        checkpoint_config=tune.CheckpointConfig(
+            num_to_keep=checkpoint.num_to_keep,
+            # None = keep the most recent ones.
+            checkpoint_score_attribute=checkpoint.metric if checkpoint.keep == "best" else None,
+            checkpoint_score_order=checkpoint.mode,
+        ),
+        callbacks=[
+            # First: it adds the driver's trial-end facts (cost/usd) before the sinks read them.
+            TrialEndFacts(sweep.cost, trial_demand(sweep.resources)),
+            ParquetSink(output, sweep.name),
+            mlflow_sink,
+            JsonLoggerCallback(),
+        ],
+        progress_reporter=live_table(sweep),
+        verbose=verbose,
+    )
+
+
+def _param_space(sweep: SweepConfig, overrides: dict[str, Any] | None) -> dict[str, Any]:
+    space = param_space(sweep)
+    for key, value in (overrides or {}).items():
+        set_path(space, key, value)
+    return space
+
+
+def _tune_config(sweep: SweepConfig) -> Any:
+    from ray import tune
+
+    return tune.TuneConfig(
+        num_samples=sweep.num_samples,
+        scheduler=_scheduler(sweep),
+        search_alg=_search_alg(sweep),
+        max_concurrent_trials=sweep.max_concurrent_trials,
+        # A worker imports torch and timm once and runs trial after trial, each from a clean
+        # start (trainables.loop.scope); `isolation: process` gives each its own.
+        reuse_actors=sweep.isolation == "reuse",
+    )
+
+
+def _outcome(
+    results: Any, parent_run_id: str | None, sweep: SweepConfig, output: Path
+) -> SweepOutcome:
     trial_ids, errors = [], {}
     for result in results:
         trial_id = result.metrics.get("trial_id") if result.metrics else None
@@ -312,7 +355,7 @@ def run_sweep(
         experiment_path=Path(results.experiment_path),
         trial_ids=trial_ids,
         errors=errors,
-        parent_run_id=mlflow_sink.parent_run_id,
+        parent_run_id=parent_run_id,
         results=results,
     )
 
@@ -350,14 +393,31 @@ def _search_alg(sweep: SweepConfig) -> Any:
     return search_alg(sweep)
 
 
+class TrialEndASHA(ASHAScheduler):
+    """ASHA that lets every trial that trains to its end send its trial-end report.
+
+    Ray's ASHA stops a trial whose iteration reaches `max_t` (the epoch count); the trial-end
+    report (`time/total_s`, `merged/*`, `recovered/*`) comes after the last epoch and would be
+    lost. Here neither the `max_t`-th report nor a trial-end report is judged: a trial at its
+    last epoch ends by itself, after that report. Stops at the rungs before are ASHA's own (such
+    a trial keeps the running times of its last epoch report).
+    """
+
+    def __init__(self, *, max_t: int, **kwargs: Any) -> None:
+        super().__init__(time_attr="training_iteration", max_t=max_t, **kwargs)
+        self.last_iteration = max_t
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
+        if result.get(FINAL_KEY) or result.get("training_iteration") == self.last_iteration:
+            return TrialScheduler.CONTINUE
+        return super().on_trial_result(tune_controller, trial, result)
+
+
 def _scheduler(sweep: SweepConfig) -> Any:
     if sweep.scheduler is None:
         return None
-    from ray.tune.schedulers import ASHAScheduler
-
     s = sweep.scheduler
-    return ASHAScheduler(
-        time_attr="training_iteration",
+    return TrialEndASHA(
         metric=s.metric,
         mode=s.mode,
         max_t=max(sweep.optim.epochs, s.grace_period),

@@ -1,30 +1,48 @@
 """Every table and column name the report reads, in one place.
 
+Table names, key columns and the best-of list come from the table contract the sinks write by
+(`orchestrator.tables`); column units from the metric registry (`orchestrator.tables.unit`).
 The report degrades gracefully: a section appears only when the columns it needs exist and hold
-at least one value. Where a figure may be stored under more than one name (the producers of the
-non-epochs tables are still settling theirs), a tuple lists the candidates in order of preference
-and the first present one wins.
+at least one value. A tuple lists the columns a figure may come from, first present wins.
 """
 
 from __future__ import annotations
 
-# Tables: one directory per table under a results directory (DESIGN.md "Parquet tables").
-EPOCHS = "epochs"
-TRIALS = "trials"
-LATENCY = "latency"
-SENSITIVITY = "sensitivity"
-WEIGHTS = "weights"
-TABLES = (EPOCHS, TRIALS, LATENCY, SENSITIVITY, WEIGHTS, "flops")
+from orchestrator.tables import (
+    BEST_OF,
+    BEST_PREFIX,
+    EPOCH_KEY,
+    EPOCHS,
+    FLOPS,
+    KEY_COLUMNS,
+    LATENCY,
+    SENSITIVITY,
+    TABLES,
+    TRIALS,
+    WEIGHTS,
+    unit,
+)
+
+__all__ = [
+    "BEST_PREFIX",
+    "EPOCHS",
+    "FLOPS",
+    "LATENCY",
+    "SENSITIVITY",
+    "TABLES",
+    "TRIALS",
+    "WEIGHTS",
+    "unit",
+]
 
 # Keys present in every row.
-SWEEP = "sweep"
-TRIAL_ID = "trial_id"
-EPOCH = "epoch"
+SWEEP, TRIAL_ID = KEY_COLUMNS
+EPOCH = EPOCH_KEY
 STAGE = "stage"
 SMOKE = "smoke"
 STATUS = "status"
 ERROR = "error"
-KEY = (SWEEP, TRIAL_ID)
+KEY = KEY_COLUMNS
 
 # Top-level config keys without a dot; all other config columns are dotted (`optim.lr`).
 CONFIG_TOP_LEVEL = ("trainable", "precision", "device", "seed", "stage")
@@ -42,7 +60,7 @@ ARCH_PREFIXES = ("model.", "lora.", "prune.", "precision")
 # Statuses of a trial that did not finish; any non-empty `error` also marks a failure.
 FAILED_STATUSES = ("error", "errored", "failed", "oom", "nan", "timeout", "killed")
 
-# Per-epoch metrics (DESIGN.md "Metric names").
+# Per-epoch metrics (docs/profilers-and-metrics.md).
 TRAIN_LOSS = "train/loss"
 TRAIN_ACC = "train/acc"
 VAL_LOSS = "val/loss"
@@ -61,16 +79,9 @@ PARAMS_TRAINABLE = "params/trainable"
 TRAINABLE_PCT = "params/trainable_pct"
 SPARSITY = "prune/sparsity"
 
-# Best-over-epochs metrics in `trials` are stored as `best/<metric>`.
-BEST_PREFIX = "best/"
-# Direction of "best" for the metrics the report ranks by.
-HIGHER_IS_BETTER = {
-    TRAIN_ACC: True,
-    VAL_ACC: True,
-    VAL_F1: True,
-    TRAIN_LOSS: False,
-    VAL_LOSS: False,
-}
+# Best-over-epochs metrics in `trials` are stored as `best/<metric>` (BEST_PREFIX); the
+# direction of "best" for each is the sinks' own.
+HIGHER_IS_BETTER = {metric: mode == "max" for metric, mode in BEST_OF.items()}
 # Memory columns (`mem/..._mb`) are peaks: a trial's value is the maximum over its epochs.
 MEM_PREFIX = "mem/"
 MEM_SUFFIX = "_mb"
@@ -104,17 +115,16 @@ ENV_PREFIX = "env/"
 
 # Accuracy of a pruned model: before pruning (dense), right after it, after recovery. Without a
 # `recovered/` figure the trial's best `val/acc` stands for the recovered accuracy.
-PRUNED_ACC = ("pruned/val/acc", "prune/val_acc_pruned", "prune/acc_pruned")
-DENSE_ACC = ("dense/val/acc", "prune/val_acc_before", "prune/acc_before")
+PRUNED_ACC = ("pruned/val/acc",)
+DENSE_ACC = ("dense/val/acc",)
 RECOVERED_ACC = ("recovered/val/acc",)
 # The dense model's own profile, drawn as a reference line beside the pruned model's figures.
 DENSE_PREFIX = "dense/"
 
 # A latency figure already folded into `trials` (batch size 1, the trial's input size).
-TRIAL_LATENCY_MS = ("latency/b1_ms_p50", "latency/ms_p50", "latency/bs1_ms_p50")
+TRIAL_LATENCY_MS = ("latency/b1_ms_p50",)
 
 # `flops` table: FLOPs per input size (the flat `flops/*` keys describe the trial's own size).
-FLOPS = "flops"
 F_INPUT_SIZE = "input_size"
 F_GMACS = "fwd_gmacs"
 
@@ -127,7 +137,7 @@ LAT_P90 = "latency_ms_p90"
 LAT_P99 = "latency_ms_p99"
 LAT_THROUGHPUT = "throughput_samples_per_s"
 LAT_EXCLUSIVE = "exclusive"
-LAT_STD = ("latency_ms_stdev", "latency_ms_std")
+LAT_STD = ("latency_ms_stdev",)
 # A point's own spread (stdev / mean) and whether it is above profilers.latency.NOISY_CV.
 LAT_CV = "cv"
 LAT_NOISY = "noisy"
@@ -139,7 +149,7 @@ LAT_TAG = "tag"
 # `sensitivity` table: layer x ratio -> accuracy (drop).
 SENS_LAYER = "layer"
 SENS_RATIO = "ratio"
-SENS_ACC = ("acc", "val/acc")
+SENS_ACC = ("acc",)
 SENS_DROP = "acc_drop"
 SENS_METHOD = "method"
 

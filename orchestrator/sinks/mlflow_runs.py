@@ -24,8 +24,13 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.sinks.parquet_rows import error_class
 from orchestrator.sinks.rerun import config_yaml, rerun_command
-from orchestrator.sinks.results import LoggerCallback, error_text, split_result, start_columns
-from orchestrator.tables import flatten_params
+from orchestrator.sinks.results import (
+    LoggerCallback,
+    error_text,
+    split_result,
+    start_columns,
+    trial_params,
+)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -35,6 +40,8 @@ MAX_PARAM_LEN = 6000  # MLflow's limit for a param value
 BATCH = 900  # MLflow accepts up to 1000 metrics per log_batch
 # Tag that ties the runs of one invocation together across `--resume` (a new driver process).
 INVOCATION_TAG = "lvmbench.invocation"
+# Tag naming the Ray Tune experiment folder (`<sweep>-<YYYYmmdd-HHMMSS>`) a sweep's runs belong to.
+TUNE_RUN_TAG = "lvmbench.tune_run"
 
 
 def default_tracking_uri(base: Path | None = None) -> str:
@@ -81,6 +88,24 @@ def store_lock(tracking_uri: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def find_parent_run(tracking_uri: str, experiment: str, tune_run: str) -> str | None:
+    """The parent run of the sweep that ran as Tune experiment `tune_run` (a restored sweep's
+    sink is Tune's own unpickled copy: the driver finds its parent run by tag)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    runs = client.search_runs(
+        [found.experiment_id],
+        filter_string=f"tags.`lvmbench.role` = 'sweep' and tags.`{TUNE_RUN_TAG}` = '{tune_run}'",
+        max_results=1,
+        order_by=["attributes.start_time ASC"],
+    )
+    return runs[0].info.run_id if runs else None
 
 
 def preload_mlflow() -> None:
@@ -260,7 +285,7 @@ class MlflowSink(LoggerCallback):
                 self._load_logged(run_id)
                 self._reopen(self.client.get_run(run_id))
             return
-        params = flatten_params(trial.config)
+        params = trial_params(trial)
         run = self.client.create_run(
             self._experiment_id,  # type: ignore[arg-type]
             run_name=f"{trial.trial_id} {params.get('model.name')}",

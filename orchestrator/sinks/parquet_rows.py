@@ -15,16 +15,24 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.sinks.rerun import record_rerun
-from orchestrator.sinks.results import LoggerCallback, error_text, split_result, start_columns
+from orchestrator.sinks.results import (
+    LoggerCallback,
+    error_text,
+    split_result,
+    start_columns,
+    trial_params,
+)
 from orchestrator.tables import (
+    BEST_OF,
+    BEST_PREFIX,
+    EPOCHS,
     PARAM_COLUMNS,
+    PROFILE_COLUMNS,
     SCHEMA_VERSION,
+    TRIALS,
     PartitionedTable,
-    flatten_params,
 )
 
-# Best-of-trial summaries: metric -> "max" or "min".
-BEST_OF = {"val/acc": "max", "val/f1_macro": "max", "val/loss": "min", "train/acc": "max"}
 # Columns of a trials row that are not facts a trial reported.
 _ROW_KEYS = {
     "status",
@@ -78,9 +86,9 @@ def summarize_trial(
                 continue
             pick = max if mode == "max" else min
             best = pick(scored, key=lambda r, m=metric: r[m])
-            row[f"best/{metric}"] = best[metric]
+            row[f"{BEST_PREFIX}{metric}"] = best[metric]
             if metric == "val/acc":
-                row["best/epoch"] = best["epoch"]
+                row[f"{BEST_PREFIX}epoch"] = best["epoch"]
     return row
 
 
@@ -93,7 +101,6 @@ class ParquetSink(LoggerCallback):
         self._facts: dict[str, dict[str, Any]] = {}
         self._rows: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._started: dict[str, str] = {}
-        self._params: dict[str, dict[str, Any]] = {}
         self._reruns: dict[str, dict[str, Any]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
@@ -105,7 +112,7 @@ class ParquetSink(LoggerCallback):
 
     def table(self, name: str) -> PartitionedTable:
         if name not in self._tables:
-            fixed = PARAM_COLUMNS if name in ("epochs", "trials") else None
+            fixed = PARAM_COLUMNS if name in (EPOCHS, TRIALS) else None
             self._tables[name] = PartitionedTable(self.output, name, fixed)
         return self._tables[name]
 
@@ -113,22 +120,20 @@ class ParquetSink(LoggerCallback):
         return f"{self.sweep_name}__{trial.trial_id}"
 
     def _base(self, trial: Any) -> dict[str, Any]:
-        # A trial's config never changes: validate and flatten it once, not on every result.
-        if trial.trial_id not in self._params:
-            self._params[trial.trial_id] = flatten_params(trial.config)
+        # A trial's config never changes: validated and flattened once, for every sink.
         return {
             "schema_version": SCHEMA_VERSION,
             "sweep": self.sweep_name,
             "trial_id": trial.trial_id,
-            **self._params[trial.trial_id],
+            **trial_params(trial),
         }
 
     def _history(self, trial: Any) -> dict[int, dict[str, Any]]:
         if trial.trial_id not in self._epochs:
             # A resumed sweep: start from the rows already written for this trial.
-            rows = self.table("epochs").read_part(self._part(trial))
+            rows = self.table(EPOCHS).read_part(self._part(trial))
             self._epochs[trial.trial_id] = {int(r["epoch"]): r for r in rows}
-            previous = self.table("trials").read_part(self._part(trial))
+            previous = self.table(TRIALS).read_part(self._part(trial))
             if previous:
                 self._facts[trial.trial_id] = {
                     k: v for k, v in previous[0].items() if "/" in k and v is not None
@@ -147,9 +152,7 @@ class ParquetSink(LoggerCallback):
         if not got.final:
             assert got.epoch is not None
             history[got.epoch] = {**self._base(trial), **got.metrics}
-            self.table("epochs").write_part(
-                self._part(trial), [history[e] for e in sorted(history)]
-            )
+            self.table(EPOCHS).write_part(self._part(trial), [history[e] for e in sorted(history)])
         else:
             self._facts[trial.trial_id].update(got.metrics)
         self._write_tables(trial, got.tables)
@@ -168,9 +171,10 @@ class ParquetSink(LoggerCallback):
             stored = self._rows.get(key)
             if stored is None:
                 stored = self.table(name).read_part(self._part(trial))
-            # A re-run static profile (a restored trial) replaces its rows instead of doubling them.
-            phases = {r.get("phase") for r in rows}
-            stored = [r for r in stored if r.get("phase") not in phases or not rows]
+            # A re-run profile (a restored trial) replaces its rows instead of doubling them; the
+            # trial's other profiles (LoRA's unmerged rows beside the merged ones) stay.
+            profiles = {_profile(r) for r in rows}
+            stored = [r for r in stored if _profile(r) not in profiles]
             stored += [{**base, **r} for r in rows]
             self._rows[key] = stored
             self.table(name).write_part(self._part(trial), stored)
@@ -191,7 +195,12 @@ class ParquetSink(LoggerCallback):
         row = summarize_trial(base, [history[e] for e in sorted(history)], status, error, facts)
         row["started_at"] = self._started.get(trial.trial_id)
         row["ended_at"] = _now() if status in ("TERMINATED", "ERROR") else None
-        self.table("trials").write_part(self._part(trial), [row])
+        self.table(TRIALS).write_part(self._part(trial), [row])
+
+
+def _profile(row: dict[str, Any]) -> tuple[Any, ...]:
+    """Which profile of its trial a row belongs to (`orchestrator.tables.PROFILE_COLUMNS`)."""
+    return tuple(row.get(c) or None for c in PROFILE_COLUMNS)
 
 
 def _now() -> str:

@@ -2,7 +2,9 @@
 
 A trainable sends three kinds of report (`trainables.loop.reporting`): epoch reports, per-trial facts
 riding once with the first of them, and one trial-end report. Ray Tune adds its own bookkeeping
-keys to each. `split_result` separates them so every sink treats them alike.
+keys to each. `split_result` separates them so every sink treats them alike, once per result:
+Tune hands every callback the same result dict, and the second sink gets the first one's split.
+`trial_params` is a trial's config validated and flattened once for every sink.
 
 Ray is optional here: `python -m orchestrator trial` runs one trial in-process on machines
 without it, feeding the same sinks. The sinks derive from `LoggerCallback`, Tune's callback class
@@ -58,7 +60,33 @@ class TrialResult:
     tables: Tables = field(default_factory=dict)
 
 
+# The last result split, and each trial's flattened params: shared by the sinks of this driver.
+_last_split: tuple[dict[str, Any], TrialResult] | None = None
+_params: dict[str, tuple[Any, dict[str, Any]]] = {}
+
+
 def split_result(result: dict[str, Any]) -> TrialResult:
+    """`result` split into epoch metrics, facts and tables (once: the sinks share it)."""
+    global _last_split
+    if _last_split is not None and _last_split[0] is result:
+        return _last_split[1]
+    got = _split(result)
+    _last_split = (result, got)
+    return got
+
+
+def trial_params(trial: Any) -> dict[str, Any]:
+    """`trial.config` as dotted-key param columns (`orchestrator.tables.flatten_params`), validated
+    and flattened once per trial for every sink."""
+    from orchestrator.tables import flatten_params
+
+    got = _params.get(trial.trial_id)
+    if got is None or got[0] is not trial.config:
+        got = _params[trial.trial_id] = (trial.config, flatten_params(trial.config))
+    return got[1]
+
+
+def _split(result: dict[str, Any]) -> TrialResult:
     final = bool(result.get(FINAL_KEY))
     # A final report repeats the last epoch's metrics for Tune's own display: not new figures.
     metrics = {} if final else {k: v for k, v in result.items() if k not in TUNE_KEYS}

@@ -31,7 +31,7 @@ import tempfile
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from trainables.loop.reporting import PendingFacts, Tables, payload
+from trainables.loop.reporting import Reporter
 
 if TYPE_CHECKING:
     from orchestrator.driver.schema import ResourcesConfig
@@ -42,7 +42,7 @@ DRIVER_CPU = 0.01
 TRAIN_RUN_NAME = "ray_train"
 
 
-class TrainReporter:
+class TrainReporter(Reporter):
     """`trainables.loop.reporting.Reporter` inside a Ray Train worker: rank 0 speaks for the trial."""
 
     def __init__(self) -> None:
@@ -54,17 +54,10 @@ class TrainReporter:
         self.rank = context.get_world_rank()
         self.world_size = context.get_world_size()
         # Where the trial ran and how wide: sent once, by rank 0, with its first report.
-        self._own = PendingFacts(where_it_runs(self.world_size) if self.rank == 0 else None)
+        super().__init__(where_it_runs(self.world_size) if self.rank == 0 else None)
         self._restored: tempfile.TemporaryDirectory[str] | None = None
 
-    def report(
-        self,
-        metrics: dict[str, Any],
-        *,
-        facts: dict[str, Any] | None = None,
-        tables: Tables | None = None,
-        checkpoint_dir: str | None = None,
-    ) -> None:
+    def emit(self, result: dict[str, Any], checkpoint_dir: str | None) -> None:
         import ray.train
 
         if self.rank != 0:
@@ -72,17 +65,7 @@ class TrainReporter:
             ray.train.report({})
             return
         checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        data = payload(metrics, facts=self._own.merge(facts), tables=tables)
-        ray.train.report(data, checkpoint=checkpoint)
-
-    def report_final(self, facts: dict[str, Any], *, tables: Tables | None = None) -> None:
-        import ray.train
-
-        if self.rank != 0:
-            ray.train.report({})
-            return
-        facts = self._own.merge(facts) or {}
-        ray.train.report(payload({}, facts=facts, tables=tables, final=True))
+        ray.train.report(result, checkpoint=checkpoint)
 
     def resume_checkpoint(self) -> str | None:
         import ray.train

@@ -20,7 +20,7 @@ from typing import Any
 from ray import tune
 
 from profilers.metric_registry import INT, S, declare
-from trainables.loop.reporting import PendingFacts, Tables, payload
+from trainables.loop.reporting import Reporter
 
 declare(
     __name__,
@@ -47,31 +47,16 @@ def where_it_runs(world_size: int = 1) -> dict[str, Any]:
     }
 
 
-class TuneReporter:
+class TuneReporter(Reporter):
+    """`trainables.loop.reporting.Reporter` speaking Ray Tune: one `tune.report` per result."""
+
     def __init__(self, facts: dict[str, Any] | None = None) -> None:
+        super().__init__(facts)
         self._restored: tempfile.TemporaryDirectory[str] | None = None
-        # Sent once, with the first report of any kind.
-        self._own = PendingFacts(facts)
-        self._last_metrics: dict[str, Any] = {}
 
-    def report(
-        self,
-        metrics: dict[str, Any],
-        *,
-        facts: dict[str, Any] | None = None,
-        tables: Tables | None = None,
-        checkpoint_dir: str | None = None,
-    ) -> None:
+    def emit(self, result: dict[str, Any], checkpoint_dir: str | None) -> None:
         checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        facts = self._own.merge(facts)
-        self._last_metrics = dict(metrics)
-        tune.report(payload(metrics, facts=facts, tables=tables), checkpoint=checkpoint)
-
-    def report_final(self, facts: dict[str, Any], *, tables: Tables | None = None) -> None:
-        facts = self._own.merge(facts) or {}
-        # The last epoch's metrics ride again at the top level for Tune alone (the live table and
-        # `Result.metrics` show the last result); the sinks read only the facts of a final report.
-        tune.report(payload(self._last_metrics, facts=facts, tables=tables, final=True))
+        tune.report(result, checkpoint=checkpoint)
 
     def resume_checkpoint(self) -> str | None:
         checkpoint = tune.get_checkpoint()

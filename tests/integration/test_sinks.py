@@ -77,6 +77,21 @@ def test_a_trial_stopped_after_one_epoch_keeps_its_facts(tmp_path: Path) -> None
     assert row["epochs_completed"] == 1
 
 
+def test_lora_flops_keep_both_the_unmerged_and_the_merged_rows(tmp_path: Path) -> None:
+    """The unmerged profile's FLOPs rows come with epoch 1, the merged ones in the trial-end
+    report: both stay. A profile sent again (a restored trial) replaces its own rows only."""
+    sink = ParquetSink(tmp_path, "s")
+    unmerged = {"flops": [{"tag": "", "input_size": 16, "fwd_gmacs": 0.5}]}
+    merged = {"flops": [{"tag": "merged", "input_size": 16, "fwd_gmacs": 0.4}]}
+    end = final()
+    end["_tables"] = merged
+    again = {"flops": [{"tag": "", "input_size": 16, "fwd_gmacs": 0.5}]}
+    drive(sink, FakeTrial("t3"), [epoch(1, 0.5, tables=unmerged), epoch(2, 0.7, tables=again), end])
+    flops = pd.read_parquet(tmp_path / "flops")
+    assert sorted(flops["tag"]) == ["", "merged"]
+    assert flops.set_index("tag")["fwd_gmacs"].to_dict() == {"": 0.5, "merged": 0.4}
+
+
 def test_start_is_its_own_column_not_a_param(tmp_path: Path) -> None:
     start = {"stage": "pretrain", "trial_id": "abc", "checkpoint": "/x/model.safetensors"}
     sink = ParquetSink(tmp_path, "s")
@@ -114,6 +129,41 @@ def test_mlflow_gets_each_metric_once_per_step(mlflow_uri: str, client: MlflowCl
     for key in run.data.metrics:
         steps = [m.step for m in client.get_metric_history(run_id, key)]
         assert len(steps) == len(set(steps)), (key, steps)
+
+
+def test_both_sinks_share_one_split_and_one_params_flattening(
+    mlflow_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tune hands every callback the same result: it is split once, and a trial's config is
+    validated and flattened once for both sinks."""
+    import orchestrator.sinks.results as results
+    import orchestrator.tables as tables
+
+    calls = {"split": 0, "flatten": 0}
+    real_split, real_flatten = results._split, tables.flatten_params
+
+    def split(result: dict[str, Any]) -> Any:
+        calls["split"] += 1
+        return real_split(result)
+
+    def flatten(config: dict[str, Any]) -> dict[str, Any]:
+        calls["flatten"] += 1
+        return real_flatten(config)
+
+    monkeypatch.setattr(results, "_split", split)
+    monkeypatch.setattr(tables, "flatten_params", flatten)
+    sinks = [ParquetSink(tmp_path, "s"), MlflowSink(mlflow_uri, "s", "name: s\n", {}, {})]
+    trial = FakeTrial("t5")
+    reports = [epoch(1, 0.5, facts=FACTS, tables=TABLES), epoch(2, 0.7), final()]
+    for sink in sinks:
+        sink.log_trial_start(trial)
+    for i, result in enumerate(reports):
+        for sink in sinks:
+            sink.log_trial_result(i + 1, trial, result)
+    for sink in sinks:
+        sink.log_trial_end(trial)
+    assert calls == {"split": 3, "flatten": 1}
+    assert pd.read_parquet(tmp_path / "trials").iloc[0]["merged/flops/fwd_gmacs"] == 0.4
 
 
 def test_parent_run_started_in_the_background_is_ended_without_trials(

@@ -20,7 +20,6 @@ from trainables.loop.auto_batch import (
     kept_state,
     next_batch_size,
     oom_facts,
-    with_batch_size,
 )
 from trainables.loop.fit import fit
 from trainables.loop.reporting import ListReporter
@@ -46,7 +45,7 @@ class OomAbove(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.batches.append(x.shape[0])
         if x.shape[0] > self.limit:
-            raise torch.OutOfMemoryError(f"CUDA out of memory (injected at batch {x.shape[0]})")
+            raise torch.OutOfMemoryError(f"CUDA out of memory. (injected at batch {x.shape[0]})")
         return self.head(self.body(x))
 
 
@@ -54,7 +53,7 @@ def oom_step(limit: int, tried: list[int]) -> Any:
     def step(batch_size: int) -> None:
         tried.append(batch_size)
         if batch_size > limit:
-            raise torch.OutOfMemoryError(f"injected at {batch_size}")
+            raise torch.OutOfMemoryError(f"CUDA out of memory. (injected at {batch_size})")
 
     return step
 
@@ -112,12 +111,35 @@ def test_probing_leaves_weights_optimizer_and_rng_as_they_were() -> None:
     assert torch.equal(torch.random.get_rng_state(), expected_draw)
 
 
-def test_with_batch_size_keeps_the_loader_settings() -> None:
-    data = torch.utils.data.TensorDataset(torch.arange(10))
-    loader = torch.utils.data.DataLoader(data, batch_size=4, shuffle=True)
-    smaller = with_batch_size(loader, 2)
-    assert smaller.batch_size == 2 and isinstance(smaller.sampler, torch.utils.data.RandomSampler)
-    assert sorted(int(x) for (b,) in smaller for x in b) == list(range(10))
+def test_the_cpu_allocators_oom_counts_as_out_of_memory() -> None:
+    """Accelerate's `should_reduce_batch_size` knows the CPU allocator's words (a RuntimeError,
+    not a torch.OutOfMemoryError)."""
+    tried: list[int] = []
+
+    def step(batch_size: int) -> None:
+        tried.append(batch_size)
+        if batch_size > 4:
+            raise RuntimeError("[enforce fail] DefaultCPUAllocator: can't allocate memory: 1 GB")
+
+    assert fit_batch_size(step, 16) == (4, [16, 8]) and tried == [16, 8, 4]
+
+
+def test_auto_batch_loaders_are_built_at_the_size_that_fits(monkeypatch: Any) -> None:
+    """No loader is cloned: the one training uses is built at the fitted size, with the
+    settings of the dataset section (its sampler shuffles, its generator is seeded)."""
+    built: list[int] = []
+    import trainables.loop.setup as setup_module
+
+    real = setup_module.make_loader
+
+    def recording(dataset: Any, batch_size: int, **kw: Any) -> Any:
+        built.append(batch_size)
+        return real(dataset, batch_size, **kw)
+
+    monkeypatch.setattr(setup_module, "make_loader", recording)
+    reporter, _ = _run(_trial(64, auto=True), limit=16)
+    assert built == [16, 16]  # train and val, once, at the size that fits
+    assert reporter.facts["optim/batch_size_used"] == 16
 
 
 def test_oom_facts_on_cpu_are_null_with_a_reason() -> None:
@@ -174,6 +196,8 @@ def test_oom_facts_reach_the_trial_row() -> None:
     reporter = ListReporter()
     with pytest.raises(torch.OutOfMemoryError):
         fit(setup.with_model(model), model, reporter, facts={"params/total": 1})
+    assert reporter.finals == 0  # held for the one trial-end report the trial's scope sends
+    reporter.finish()
     assert reporter.finals == 1 and not reporter.reports
     row = reporter.trial_row()
     assert row["oom/batch_size"] == 32 and row["oom/phase"] == "train" and row["oom/epoch"] == 1

@@ -13,7 +13,7 @@ from tests.trial_helpers import prepared
 from trainables.config import TrialConfig
 from trainables.loop.epoch import NonFiniteLossError
 from trainables.loop.fit import fit
-from trainables.loop.reporting import ListReporter
+from trainables.loop.reporting import FACTS_KEY, ListReporter
 from trainables.loop.setup import TrialSetup
 from trainables.models.create import create_model
 
@@ -45,20 +45,20 @@ def test_fit_learns_digits_and_reports_each_epoch() -> None:
     cfg = small_cfg(epochs=3)
     ctx, model = prepared(cfg)
     reporter = ListReporter()
-    sent: list[dict | None] = []
-    real_report = reporter.report
+    sent: list[dict] = []
+    real_emit = reporter.emit
 
-    def spy(metrics, *, facts=None, tables=None, checkpoint_dir=None):
-        sent.append(facts)
-        real_report(metrics, facts=facts, tables=tables, checkpoint_dir=checkpoint_dir)
+    def spy(result, checkpoint_dir):
+        sent.append(result.get(FACTS_KEY) or {})
+        real_emit(result, checkpoint_dir)
 
-    reporter.report = spy  # type: ignore[method-assign]
+    reporter.emit = spy  # type: ignore[method-assign]
     # With the model's training FLOPs (the flops profiler's fact) the timer measures the CPU peak.
     fit(ctx, model, reporter, facts={"x/y": 1.0, "flops/train_step_gflops": 0.01})
     assert [r["epoch"] for r in reporter.reports] == [1, 2, 3]
     assert set(reporter.reports[0]) >= EPOCH_KEYS
-    # Facts go once, with the first report; epoch reports carry epoch metrics only.
-    assert sent[1:] == [None, None] and sent[0] is not None
+    # Facts go once, with the first report; later ones carry the trial's running times only.
+    assert [set(f) for f in sent[1:]] == [{"time/total_s", "time/train_total_s"}] * 2
     assert sent[0]["x/y"] == 1.0 and sent[0]["time/peak_source"] == "measured"
     assert all("x/y" not in r for r in reporter.reports)
     assert reporter.trial_row()["x/y"] == 1.0

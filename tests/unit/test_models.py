@@ -76,3 +76,14 @@ def test_unknown_names_suggest() -> None:
         check_model_name("vit_tiny_patch16_22")
     with pytest.raises(UnknownModelError, match="torchvision"):
         check_model_name("torchvision/resnet1800")
+
+
+def test_constructor_options_are_read_from_the_model_class() -> None:
+    """img_size goes to the transformers that take it, never to a CNN (no TypeError matching)."""
+    from trainables.models.create import takes_option
+
+    assert takes_option("vit_tiny_patch16_224", "img_size")
+    assert takes_option("vit_tiny_patch16_224", "dynamic_img_size")
+    assert not takes_option("resnet10t", "img_size")
+    # Built from a class of another timm module: timm's pretrained cfg decides.
+    assert takes_option("vit_tiny_r_s16_p8_224", "dynamic_img_size")

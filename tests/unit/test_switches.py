@@ -21,7 +21,7 @@ from trainables.loop.fit import fit
 from trainables.loop.optim import build_optimizer, uses_fused
 from trainables.loop.profiling import epoch_timer, static_profile
 from trainables.loop.reporting import ListReporter
-from trainables.loop.scope import TrialClock, fresh_start, scoped
+from trainables.loop.scope import fresh_start, scoped
 from trainables.models.create import create_model
 
 CPU = torch.device("cpu")
@@ -281,11 +281,30 @@ def test_trial_clock_sends_one_trial_end_report_with_the_totals() -> None:
 
 def test_trial_clock_without_epoch_times_leaves_train_total_null() -> None:
     reporter = ListReporter()
-    clock = TrialClock(reporter)
-    clock.report({"epoch": 0})
-    clock.finish()
+    reporter.report({"epoch": 0})
+    reporter.finish()
+    reporter.finish()  # sent once
+    assert reporter.finals == 1
     assert reporter.final["time/train_total_s"] is None
     assert reporter.final["time/total_s"] is not None
+
+
+def test_facts_ride_once_and_running_times_ride_with_every_epoch() -> None:
+    """A trial a scheduler stops early (ASHA) never sends its trial-end report: its running
+    times came with each epoch report. Held facts go once, with the next report of any kind."""
+    reporter = ListReporter(facts={"env/where": "here"})
+    reporter.add({"params/total": 3}, {"flops": [{"input_size": 8}]})
+    reporter.report({"epoch": 1, "time/epoch_s": 1.0})
+    first = dict(reporter.facts)
+    reporter.add({"late/fact": 1.0})
+    reporter.report({"epoch": 2, "time/epoch_s": 2.0})
+    assert first["env/where"] == "here" and first["params/total"] == 3
+    assert first["time/train_total_s"] == 1.0 and "late/fact" not in first
+    assert reporter.facts["time/train_total_s"] == 3.0 and reporter.facts["late/fact"] == 1.0
+    assert reporter.facts["time/total_s"] >= first["time/total_s"]
+    assert reporter.tables == {"flops": [{"input_size": 8}]}  # sent once, not per epoch
+    reporter.finish()
+    assert reporter.final["time/train_total_s"] == 3.0 and "params/total" not in reporter.final
 
 
 def test_speedups_pair_each_tuned_trial_with_its_baseline() -> None:

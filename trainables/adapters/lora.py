@@ -45,6 +45,7 @@ from peft import LoraConfig as PeftLoraConfig
 from peft import PeftModel, get_peft_model
 from torch import nn
 
+from profilers.memory import MIB
 from profilers.metric_registry import INT, F, S, declare
 from trainables.models.heads import classifier_names, is_head_key, plain_model, set_head_trainable
 
@@ -67,8 +68,6 @@ declare(
 
 if TYPE_CHECKING:
     from trainables.config import LoraConfig, OptimConfig
-
-MIB = 2**20
 
 
 DEFAULT_TARGETS = ["qkv", "proj"]

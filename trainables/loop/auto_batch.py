@@ -3,13 +3,16 @@
 - `oom_facts(device, batch_size, phase)`: the batch size and the device's memory at the moment an
   OOM was caught (`oom/*` keys), recorded in the trial's `trials` row; on a device without memory
   counters the figures are None with `oom/null_reason`, never 0.
-- `fit_batch_size(step, start)`: runs `step(batch_size)` from `start`, stepping the batch down on
-  OOM with timm's `decay_batch_step` (one step per power of two: 48 -> 32 -> 16, as timm's
-  benchmark.py does) until one step fits; returns that size and the sizes that did not fit.
+- `oom_recorded(device, reporter, batch_size, phase, epoch)`: a block whose out-of-memory error
+  is recorded (`oom/*` in the trial-end report) and raised again with the figures in its message.
+- `fit_batch_size(step, start)`: Accelerate's `find_executable_batch_size` (its
+  `should_reduce_batch_size` also knows cuDNN's and the CPU allocator's OOMs) from `start`,
+  stepping down with timm's `decay_batch_step` (one step per power of two: 48 -> 32 -> 16, as
+  timm's benchmark.py does) until one step fits; returns that size and the sizes that did not.
 - `training_step_probe(...)`: one real training step (forward, backward, optimizer) on random
   inputs of a given batch size; `kept_state(model, optimizer)` puts weights, optimizer state and
   the RNG back afterwards, so probing leaves training exactly as it would have been.
-- `with_batch_size(loader, batch_size)`: the same DataLoader at another batch size.
+- the loaders are built once the size is known (`trainables.loop.setup.TrialContext.loaders`).
 
 In a multi-worker trial each worker probes alone (no DDP collective can hang on one worker's OOM)
 and all take the smallest size that fit anywhere. The probe runs without DDP's gradient buckets
@@ -26,11 +29,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, RandomSampler
 
+from profilers.memory import MIB
 from profilers.metric_registry import INT, F, S, declare
-
-MIB = float(2**20)
 
 declare(
     __name__,
@@ -120,6 +121,16 @@ def next_batch_size(batch_size: int) -> int:
     return int(decay_batch_step(batch_size, num_intra_steps=1))
 
 
+def is_oom(err: BaseException) -> bool:
+    """Out of memory, as Accelerate recognises it (CUDA, XPU, MPS, the CPU allocator, cuDNN's
+    unsupported-size error) or as torch types it."""
+    from accelerate.utils.memory import should_reduce_batch_size
+
+    return isinstance(err, torch.OutOfMemoryError) or (
+        isinstance(err, Exception) and should_reduce_batch_size(err)
+    )
+
+
 def fit_batch_size(
     step: Callable[[int], None],
     start: int,
@@ -127,41 +138,82 @@ def fit_batch_size(
     device: torch.device | None = None,
     agree: Callable[[int], int] | None = None,
 ) -> tuple[int, list[int]]:
-    """The largest size from `start` down (halving) at which `step(size)` runs without OOM.
+    """The largest size from `start` down at which `step(size)` runs without running out of
+    memory: Accelerate's `find_executable_batch_size`, stepping down as timm does.
 
     Returns (size, sizes that ran out of memory). `agree` turns this process's answer into the
     one every worker uses (the minimum over workers). Raises `BatchSizeError` when not even
     one sample fits.
     """
+    from accelerate.utils import find_executable_batch_size
+
     device = device or torch.device("cpu")
     failed: list[int] = []
-    last = ""
-    size = start
-    while size >= 1:
-        fitted = False
-        try:
-            step(size)
-            fitted = True
-        except torch.OutOfMemoryError as err:
-            # Only the text: the exception's traceback holds the failed step's tensors.
-            last = (
-                str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
-            )
-            failed.append(size)
-        if fitted:
-            break
+    last: list[str] = []
+
+    def smaller() -> int:
+        failed.append(size)
         free_memory(device)
-        size = next_batch_size(size)
-    chosen = size if size >= 1 else 0
+        return next_batch_size(size)
+
+    @find_executable_batch_size(starting_batch_size=start, reduce_batch_size_fn=smaller)
+    def probe(batch_size: int) -> int:
+        nonlocal size
+        size = batch_size
+        try:
+            step(batch_size)
+        except Exception as err:
+            if not is_oom(err):
+                raise
+            # Only the text: the exception's traceback holds the failed step's tensors.
+            last[:] = [
+                str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+            ]
+            raise _Oom() from None
+        return batch_size
+
+    size = start
+    try:
+        chosen = probe()
+    except RuntimeError as err:
+        if "No executable batch size found" not in str(err):
+            raise
+        chosen = 0
     if agree is not None:
         chosen = agree(chosen)
     if chosen < 1:
         tried = ", ".join(str(s) for s in failed)
         raise BatchSizeError(
             f"optim.auto_batch_size: out of memory at every batch size tried ({tried}); last "
-            f"error: {last}. Use a smaller model, img_size or precision, or more device memory"
+            f"error: {''.join(last)}. Use a smaller model, img_size or precision, or more device memory"
         )
     return chosen, [s for s in failed if s > chosen]
+
+
+class _Oom(RuntimeError):
+    """A probe step that ran out of memory, in the words Accelerate's retry loop looks for."""
+
+    def __init__(self) -> None:
+        super().__init__("probe step: out of memory.")
+
+
+@contextmanager
+def oom_recorded(
+    device: torch.device, reporter: Any, batch_size: int, phase: str, epoch: int | None = None
+) -> Iterator[None]:
+    """An out-of-memory error in the block becomes data: its `oom/*` facts go to the trial-end
+    report (`reporter.report_final`) and the error is raised again with them in its message.
+    Nested blocks record the innermost one only."""
+    try:
+        yield
+    except Exception as err:
+        if getattr(err, "oom_recorded", False) or not is_oom(err):
+            raise
+        got = oom_facts(device, batch_size, phase, epoch)
+        reporter.report_final(got)
+        again = type(err)(f"{oom_message(got)}\n{err}")
+        again.oom_recorded = True  # type: ignore[attr-defined]
+        raise again from err
 
 
 @contextmanager
@@ -213,28 +265,3 @@ def training_step_probe(
             optimizer.zero_grad(set_to_none=True)
 
     return step
-
-
-def with_batch_size(loader: Any, batch_size: int) -> DataLoader:
-    """`loader` rebuilt at `batch_size`, every other setting kept (a DataLoader's batch size
-    cannot be changed after it is made)."""
-    if not isinstance(loader, DataLoader):
-        raise ValueError(
-            f"optim.auto_batch_size works on DataLoaders, not on {type(loader).__name__}: "
-            "set dataset.on_device: false or optim.auto_batch_size: false"
-        )
-    if loader.batch_size == batch_size:
-        return loader
-    workers = loader.num_workers
-    return DataLoader(
-        loader.dataset,
-        batch_size=batch_size,
-        shuffle=isinstance(loader.sampler, RandomSampler),
-        num_workers=workers,
-        collate_fn=loader.collate_fn,
-        pin_memory=loader.pin_memory,
-        drop_last=loader.drop_last,
-        generator=loader.generator,
-        persistent_workers=loader.persistent_workers,
-        prefetch_factor=loader.prefetch_factor if workers > 0 else None,
-    )

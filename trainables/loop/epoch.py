@@ -95,17 +95,43 @@ def train_one_epoch(
                 on_update()
             optimizer.zero_grad(set_to_none=True)
         n = labels.shape[0]
-        real = real_samples(accelerator, n)
-        if real == n:
-            loss_sum += loss.detach().float() * n
-            correct += (logits.detach().argmax(dim=1) == labels).sum()
-        elif real > 0:  # the last batch of a sharded epoch, filled up with repeated samples
-            with torch.no_grad():
-                loss_sum += loss_fn(logits[:real].detach(), labels[:real]).float() * real
-            correct += (logits[:real].detach().argmax(dim=1) == labels[:real]).sum()
-        seen += real
+        seen += _tally(accelerator, loss_fn, logits, labels, loss, loss_sum, correct)
         if timer is not None:
             timer.step_done(n)
+    return _train_metrics(accelerator, timer, loss_sum, correct, seen)
+
+
+def _tally(
+    accelerator: Accelerator,
+    loss_fn: nn.Module,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    loss: torch.Tensor,
+    loss_sum: torch.Tensor,
+    correct: torch.Tensor,
+) -> int:
+    """Add one step's loss and correct predictions, real samples only, into the device sums (in
+    place); returns the number of real samples."""
+    n = labels.shape[0]
+    real = real_samples(accelerator, n)
+    if real == n:
+        loss_sum += loss.detach().float() * n
+        correct += (logits.detach().argmax(dim=1) == labels).sum()
+    elif real > 0:  # the last batch of a sharded epoch, filled up with repeated samples
+        with torch.no_grad():
+            loss_sum += loss_fn(logits[:real].detach(), labels[:real]).float() * real
+        correct += (logits[:real].detach().argmax(dim=1) == labels[:real]).sum()
+    return real
+
+
+def _train_metrics(
+    accelerator: Accelerator,
+    timer: StepTimer | None,
+    loss_sum: torch.Tensor,
+    correct: torch.Tensor,
+    seen: int,
+) -> dict[str, float | None]:
+    """The epoch's training metrics, over every worker's samples."""
     workers = accelerator.num_processes
     if workers > 1:
         # Every worker's samples: one all-reduce per epoch, after the last step.

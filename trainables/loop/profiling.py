@@ -131,48 +131,11 @@ def static_profile(
         metrics.update(param_metrics(model))
 
     if prof.flops is not None:
-        sizes = prof.flops.input_sizes or [img]
-        rows = flops_rows(
-            model,
-            sizes,
-            device=device,
-            train_step=prof.flops.train_step,
-            channels_last=channels_last,
-        )
-        primary = _primary(sizes, img)
-        metrics.update(flops_metrics(next(r for r in rows if r["input_size"] == primary)))
-        tables["flops"] = [{"tag": tag, **r} for r in rows]
-
+        flat, tables["flops"] = _flops(model, cfg, device, tag)
+        metrics.update(flat)
     if prof.latency is not None:
-        lat = prof.latency
-        sizes = lat.input_sizes or [img]
-        precisions = lat.precisions or [precision]
-        timing = {"warmup": lat.warmup, "repeats": lat.repeats, "max_point_s": lat.max_point_s}
-        timed = model
-        options = cfg.model.compile_options()
-        if options is not None and not hasattr(model, "_orig_mod"):
-            # What fit() will train; the warm-up absorbs the compile.
-            timed = torch.compile(model, **options)
-        rows = measure_latency(
-            timed,
-            device,
-            input_sizes=sizes,
-            batch_sizes=lat.batch_sizes,
-            precisions=precisions,
-            exclusive=lat.exclusive,
-            channels_last=channels_last,
-            **timing,
-        )
-        metrics.update(
-            latency_metrics(
-                rows,
-                input_size=_primary(sizes, img),
-                precision=precision if precision in precisions else precisions[0],
-            )
-        )
-        metrics["latency/exclusive"] = all(r["exclusive"] for r in rows)
-        tables["latency"] = [{"tag": tag, **r} for r in rows]
-
+        flat, tables["latency"] = _latency(model, cfg, device, tag)
+        metrics.update(flat)
     if prof.memory is not None:
         metrics.update(_inference_memory(model, device, img, precision, channels_last))
 
@@ -189,6 +152,63 @@ def static_profile(
         metrics.update(switch_facts(cfg, model))
     metrics["profile/static_s"] = time.perf_counter() - t0
     return _tagged(metrics, tag), tables
+
+
+Rows = list[dict[str, Any]]
+
+
+def _flops(
+    model: nn.Module, cfg: TrialConfig, device: torch.device, tag: str
+) -> tuple[dict[str, Any], Rows]:
+    """FLOPs per input size: the trial's own size as flat keys, every size as rows."""
+    prof, img = cfg.profilers.flops, cfg.model.img_size
+    assert prof is not None
+    sizes = prof.input_sizes or [img]
+    rows = flops_rows(
+        model,
+        sizes,
+        device=device,
+        train_step=prof.train_step,
+        channels_last=cfg.model.channels_last,
+    )
+    primary = _primary(sizes, img)
+    flat = flops_metrics(next(r for r in rows if r["input_size"] == primary))
+    return flat, [{"tag": tag, **r} for r in rows]
+
+
+def _latency(
+    model: nn.Module, cfg: TrialConfig, device: torch.device, tag: str
+) -> tuple[dict[str, Any], Rows]:
+    """Latency per input size x batch size x precision: the trial's own point as flat keys."""
+    lat, img = cfg.profilers.latency, cfg.model.img_size
+    assert lat is not None
+    precision = trial_precision(cfg, device)
+    sizes = lat.input_sizes or [img]
+    precisions = lat.precisions or [precision]
+    timed = model
+    options = cfg.model.compile_options()
+    if options is not None and not hasattr(model, "_orig_mod"):
+        # What fit() will train; the warm-up absorbs the compile.
+        timed = torch.compile(model, **options)
+    rows = measure_latency(
+        timed,
+        device,
+        input_sizes=sizes,
+        batch_sizes=lat.batch_sizes,
+        precisions=precisions,
+        exclusive=lat.exclusive,
+        channels_last=cfg.model.channels_last,
+        warmup=lat.warmup,
+        repeats=lat.repeats,
+        max_point_s=lat.max_point_s,
+    )
+    flat = latency_metrics(
+        rows,
+        input_size=_primary(sizes, img),
+        precision=precision if precision in precisions else precisions[0],
+    )
+    flat["latency/exclusive"] = all(r["exclusive"] for r in rows)
+    return flat, [{"tag": tag, **r} for r in rows]
 
 
 def _inference_memory(

@@ -1,4 +1,4 @@
-"""What wraps every trial, whoever runs it: a clean start, and one trial-end report with its times.
+"""What wraps every trial, whoever runs it: a clean start, and one trial-end report.
 
 `scoped(run)` wraps a trainable's `run(config, reporter)`; `trainables.registry.trainable(name)`
 returns trainables wrapped so, and every runner (Ray's workers, `python -m orchestrator trial`)
@@ -6,101 +6,25 @@ starts them through it. Workers are reused between trials (`isolation: reuse`), 
 what the last one left: Python garbage, the CUDA cache, compiled graphs, the peak-memory counters;
 the trial then seeds its own RNGs (`TrialSetup.begin`) and the runner sets its threads.
 
-After the trainable returns, one trial-end report (`Reporter.report_final`) carries the trial-end
-facts the trainable sent (LoRA's merged profile, prune_recover's recovered scores: held back and
-merged here, so there is exactly one) and:
-
-| key                  | unit | meaning                                                        |
-|----------------------|------|----------------------------------------------------------------|
-| `time/total_s`       | s    | wall time of the trial in this process, start to end           |
-| `time/train_total_s` | s    | sum of its training epochs' `time/epoch_s` (null with the time profiler off) |
-
-and the trial's energy (`energy/trial_j`, `energy/source`, `energy/reason`: `profilers.energy`)
-and its provenance (`env/git_sha`, `env/git_dirty`, `env/git_diff_sha256`, `env/packages_sha256`
-and the `packages` table: `profilers.provenance`).
-
-A trial restored by Ray counts from its restart: both cover the epochs run by that process.
+The reporter's clock starts after the clean start; after the trainable returns, the reporter
+sends its one trial-end report (`trainables.loop.reporting.Reporter.finish`: the trial-end facts
+the trainable held back, `time/total_s`, `time/train_total_s`), with the trial's energy
+(`energy/trial_j`, `energy/source`, `energy/reason`: `profilers.energy`) and its provenance
+(`env/git_sha`, `env/git_dirty`, `env/git_diff_sha256`, `env/packages_sha256` and the `packages`
+table: `profilers.provenance`).
 """
 
 from __future__ import annotations
 
 import gc
 import sys
-import time
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
 from profilers.energy import EnergyMeter, meter_for, trial_energy
-from profilers.metric_registry import F, declare
 from profilers.provenance import package_rows, provenance_facts
-from trainables.loop.reporting import Reporter, Tables
-
-declare(
-    __name__,
-    {
-        "time/total_s": (F, "s", "wall time of the trial, start to end (per trial)"),
-        "time/train_total_s": (F, "s", "sum of the trial's training epochs' time/epoch_s"),
-    },
-)
-
-
-class TrialClock:
-    """A Reporter around the runner's: passes epoch reports on, sums their epoch times, and holds
-    the trainable's trial-end facts until `finish` sends the one trial-end report."""
-
-    def __init__(self, reporter: Reporter, device: str = "auto") -> None:
-        self.reporter = reporter
-        self.started = time.perf_counter()
-        self.energy = _trial_meter(device)
-        self.energy_started = self.energy.reading()
-        self.train_s: float | None = None
-        self.final: dict[str, Any] = {}
-        self.final_tables: Tables = {}
-
-    def report(
-        self,
-        metrics: dict[str, Any],
-        *,
-        facts: dict[str, Any] | None = None,
-        tables: Tables | None = None,
-        checkpoint_dir: str | None = None,
-    ) -> None:
-        epoch_s = metrics.get("time/epoch_s")
-        if isinstance(epoch_s, int | float):
-            self.train_s = (self.train_s or 0.0) + float(epoch_s)
-        self.reporter.report(metrics, facts=facts, tables=tables, checkpoint_dir=checkpoint_dir)
-
-    def report_final(self, facts: dict[str, Any], *, tables: Tables | None = None) -> None:
-        self.final.update(facts)
-        for name, rows in (tables or {}).items():
-            self.final_tables.setdefault(name, []).extend(rows)
-
-    def resume_checkpoint(self) -> str | None:
-        return self.reporter.resume_checkpoint()
-
-    def finish(self) -> None:
-        facts = {
-            **self.final,
-            "time/total_s": time.perf_counter() - self.started,
-            "time/train_total_s": self.train_s,
-            **trial_energy(self.energy, self.energy_started),
-            **provenance_facts(),
-        }
-        tables = {**self.final_tables, "packages": package_rows()}
-        self.reporter.report_final(facts, tables=tables)
-
-
-def _trial_meter(device: str) -> EnergyMeter:
-    """The energy meter of the device the trial will train on (a trial-end fact, never fatal);
-    `auto` as `trainables.loop.device.resolve_device` reads it."""
-    import torch
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        if device == "cpu" and torch.backends.mps.is_available():
-            device = "mps"
-    return meter_for(torch.device(device))
+from trainables.loop.reporting import Reporter
 
 
 def fresh_start() -> None:
@@ -149,24 +73,48 @@ Trainable = Callable[[dict[str, Any], Reporter], None]
 
 
 def scoped(run: Trainable) -> Trainable:
-    """`run` after a clean start, ending with one trial-end report (`TrialClock`)."""
+    """`run` after a clean start, ending with the reporter's one trial-end report."""
 
     @wraps(run)
     def run_scoped(config: dict[str, Any], reporter: Reporter) -> None:
         fresh_start()
-        clock = TrialClock(reporter, str(config.get("device") or "auto"))
+        reporter.begin()
+        energy = _trial_meter(str(config.get("device") or "auto"))
+        energy_started = energy.reading()
         try:
-            run(config, clock)
+            run(config, reporter)
+            _report_record(reporter, energy, energy_started)
         except Exception:
             # What a failing trial recorded first (an OOM's batch size and memory: trainables.loop.fit)
             # still reaches its row. Not in a multi-worker trial: a report from one worker alone
             # would wait for the others forever.
-            if clock.final and not _multi_process():
-                clock.finish()
+            if reporter.holds_trial_end_facts() and not _multi_process():
+                reporter.finish()
             raise
-        clock.finish()
+        reporter.finish()
 
     return run_scoped
+
+
+def _report_record(reporter: Reporter, energy: EnergyMeter, started: Any) -> None:
+    """The trial's energy (`profilers.energy`) and provenance (`profilers.provenance`: the commit,
+    the uncommitted diff's hash, the package set and its `packages` table), trial-end facts."""
+    reporter.report_final(
+        {**trial_energy(energy, started), **provenance_facts()},
+        tables={"packages": package_rows()},
+    )
+
+
+def _trial_meter(device: str) -> EnergyMeter:
+    """The energy meter of the device the trial trains on (never fatal); `auto` as
+    `trainables.loop.device.resolve_device` reads it."""
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cpu" and torch.backends.mps.is_available():
+            device = "mps"
+    return meter_for(torch.device(device))
 
 
 def _multi_process() -> bool:

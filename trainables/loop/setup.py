@@ -8,7 +8,7 @@ is built — the input pipeline the model asks for, and the loaders.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -48,12 +48,52 @@ class TrialContext:
     cfg: TrialConfig
     accelerator: Accelerator
     data: DataBundle
-    train_loader: DataLoader
-    val_loader: DataLoader
+    raw: RawData
+    _loaders: dict[int, tuple[Any, Any]] = field(default_factory=dict, repr=False)
 
     @property
     def device(self) -> torch.device:
         return self.accelerator.device
+
+    def loaders(self, batch_size: int) -> tuple[DataLoader, DataLoader]:
+        """The train and val loaders at `batch_size`, built the first time they are asked for
+        (`optim.auto_batch_size` knows its size only after probing: nothing is rebuilt)."""
+        if batch_size not in self._loaders:
+            self._loaders[batch_size] = self._build_loaders(batch_size)
+        return self._loaders[batch_size]
+
+    @property
+    def train_loader(self) -> DataLoader:
+        return self.loaders(self.cfg.optim.batch_size)[0]
+
+    @train_loader.setter
+    def train_loader(self, loader: Any) -> None:  # e.g. the loader Accelerate prepared
+        self._loaders[self.cfg.optim.batch_size] = (loader, self.val_loader)
+
+    @property
+    def val_loader(self) -> DataLoader:
+        return self.loaders(self.cfg.optim.batch_size)[1]
+
+    @val_loader.setter
+    def val_loader(self, loader: Any) -> None:
+        self._loaders[self.cfg.optim.batch_size] = (self.train_loader, loader)
+
+    def _build_loaders(self, batch_size: int) -> tuple[Any, Any]:
+        cfg = self.cfg
+        if cfg.dataset.on_device:
+            return device_loaders(
+                self.raw,
+                self.data.pipeline,
+                cfg.dataset,
+                batch_size=batch_size,
+                device=self.device,
+                seed=cfg.seed,
+            )
+        train = make_loader(
+            self.data.train, batch_size, shuffle=True, cfg=cfg.dataset, seed=cfg.seed
+        )
+        val = make_loader(self.data.val, batch_size, shuffle=False, cfg=cfg.dataset)
+        return train, val
 
     def facts(self) -> dict[str, Any]:
         """What the trial's data looked like: the pipeline and the split sizes."""
@@ -94,23 +134,9 @@ class TrialSetup:
         """The dataset through `model`'s own pipeline (mean, std, interpolation, crop)."""
         cfg = self.cfg
         data = attach_pipeline(self.raw, Pipeline.from_model(model, cfg.model.img_size))
-        if cfg.dataset.on_device:
-            if self.accelerator.num_processes > 1:
-                raise ValueError(
-                    "dataset.on_device: true runs in one process; this trial has "
-                    f"{self.accelerator.num_processes} workers: set on_device: false"
-                )
-            train_dev, val_dev = device_loaders(
-                self.raw,
-                data.pipeline,
-                cfg.dataset,
-                batch_size=cfg.optim.batch_size,
-                device=self.device,
-                seed=cfg.seed,
+        if cfg.dataset.on_device and self.accelerator.num_processes > 1:
+            raise ValueError(
+                "dataset.on_device: true runs in one process; this trial has "
+                f"{self.accelerator.num_processes} workers: set on_device: false"
             )
-            return TrialContext(cfg, self.accelerator, data, train_dev, val_dev)  # type: ignore[arg-type]
-        train_loader = make_loader(
-            data.train, cfg.optim.batch_size, shuffle=True, cfg=cfg.dataset, seed=cfg.seed
-        )
-        val_loader = make_loader(data.val, cfg.optim.batch_size, shuffle=False, cfg=cfg.dataset)
-        return TrialContext(cfg, self.accelerator, data, train_loader, val_loader)
+        return TrialContext(cfg, self.accelerator, data, self.raw)

@@ -38,7 +38,6 @@ ACCEPTED = (
 )
 _NESTED_KEYS = ("state_dict", "model", "model_state_dict", "module")
 # Wrappers that prefix every key: DDP / DataParallel, torch.compile.
-_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 _PEFT_PREFIX = "base_model.model."
 FORMAT_VERSION = "1"
 
@@ -259,10 +258,10 @@ def _find_state_dict(obj: Any, file: Path) -> dict[str, torch.Tensor]:
 
 
 def _strip_wrappers(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    for prefix in _WRAPPER_PREFIXES:
-        if tensors and all(k.startswith(prefix) for k in tensors):
-            tensors = {k[len(prefix) :]: v for k, v in tensors.items()}
-    return tensors
+    """Keys without DDP's `module.` and torch.compile's `_orig_mod.` (timm's clean_state_dict)."""
+    from timm.models import clean_state_dict
+
+    return clean_state_dict(tensors)
 
 
 def _has_peft_keys(tensors: dict[str, torch.Tensor]) -> bool:

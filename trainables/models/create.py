@@ -103,19 +103,56 @@ def _create_timm(
                 ) from err
             raise
 
-    # Transformers bake the token grid into the position embedding: they need img_size. Options
-    # a constructor lacks (CNNs take neither) are dropped one at a time on its TypeError.
-    extra: dict[str, Any] = {"img_size": img_size}
-    if dynamic_img_size and "dynamic_img_size" not in kwargs:
+    # Transformers bake the token grid into the position embedding: they need img_size. A
+    # constructor that takes neither option (CNNs) is not given it.
+    extra: dict[str, Any] = {}
+    if "img_size" not in kwargs and takes_option(name, "img_size"):
+        extra["img_size"] = img_size
+    if (
+        dynamic_img_size
+        and "dynamic_img_size" not in kwargs
+        and takes_option(name, "dynamic_img_size")
+    ):
         extra["dynamic_img_size"] = True
-    while True:
-        try:
-            return build(**extra)
-        except TypeError as err:
-            dropped = next((k for k in extra if k in str(err)), None)
-            if dropped is None:
-                raise
-            del extra[dropped]
+    return build(**extra)
+
+
+def takes_option(name: str, option: str) -> bool:
+    """Whether timm model `name`'s class takes the constructor option `option` (`img_size`,
+    `dynamic_img_size`): read from the signatures of the model classes in the module of its
+    entrypoint; where timm builds it from a class of another module, from its pretrained cfg
+    (`fixed_input_size`: the transformers whose token grid needs the size)."""
+    import inspect
+    import sys
+
+    from timm.models import get_pretrained_cfg, model_entrypoint
+
+    module = sys.modules[model_entrypoint(name).__module__]
+    classes = [
+        c
+        for c in vars(module).values()
+        if isinstance(c, type)
+        and issubclass(c, nn.Module)
+        and c.__module__ == module.__name__
+        and _init_takes(c, "num_classes", inspect)
+    ]
+    if classes:
+        return all(_init_takes(c, option, inspect) for c in classes)
+    cfg = get_pretrained_cfg(name)
+    return bool(cfg is not None and cfg.fixed_input_size)
+
+
+def _init_takes(cls: type, option: str, inspect: Any) -> bool:
+    """`option` in the signature of `cls.__init__`, following `**kwargs` up to the base class."""
+    for klass in cls.__mro__:
+        if klass is nn.Module or "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(klass.__init__).parameters
+        if option in params:
+            return True
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            return False
+    return False
 
 
 def constant_drop_path(model: nn.Module, rate: float) -> int:

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from profilers.memory import MIB  # as `model/size_mb` (profilers/params.py): they compare directly
 from profilers.metric_registry import INT, F, S, declare, declare_table
 
 declare(
@@ -66,7 +67,6 @@ declare_table(
     },
 )
 
-MIB = float(2**20)  # as `model/size_mb` (profilers/params.py), so the two compare directly
 INDEX_BYTES = 4  # int32 indices: what scipy and cuSPARSE use while nnz fits in 2**31
 
 
