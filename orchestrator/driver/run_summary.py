@@ -1,36 +1,86 @@
-"""The table printed when a sweep ends: one line per trial with its key metrics, and where to look next."""
+"""The table printed when a sweep ends: one table for the whole sweep (a stage column when it has
+stages), one line per trial with the columns its trainable is studied by, the caveats that make a
+number mean less (`orchestrator.report.caveats`), trials still pending, and where to look next.
+"""
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from orchestrator.driver.schema import SweepConfig
 from orchestrator.driver.sweep_runner import SweepOutcome
+from orchestrator.report.caveats import caveat_flags, group_caveats, trial_caveats
 from orchestrator.sinks.mlflow_runs import default_tracking_uri
 
-# (column, header, format)
-METRIC_COLUMNS = (
-    ("best/val/acc", "best val/acc", "{:.3f}"),
-    ("best/val/f1_macro", "best F1", "{:.3f}"),
-    ("time/epoch_s", "epoch s", "{:.1f}"),
-    ("time/samples_per_s", "samples/s", "{:.0f}"),
-    ("params/total", "params M", "{:.2f}", 1e-6),
-    ("flops/fwd_gmacs", "GMACs", "{:.3f}"),
+# (column, header, scale): each trainable's columns, in the order its study reads them.
+PEAK_MEM = "peak MB"
+ACC = ("best/val/acc", "best acc", 1.0)
+TRAIN_COLUMNS = (
+    ACC,
+    ("time/epoch_s", "epoch s", 1.0),
+    ("time/samples_per_s", "samples/s", 1.0),
+    ("params/total", "params M", 1e-6),
+    ("flops/fwd_gmacs", "GMACs", 1.0),
+    (PEAK_MEM, PEAK_MEM, 1.0),
 )
+COLUMNS_BY_TRAINABLE: dict[str, tuple[tuple[str, str, float], ...]] = {
+    "train": TRAIN_COLUMNS,
+    "finetune": TRAIN_COLUMNS,
+    "lora": (
+        ("params/trainable", "train M", 1e-6),
+        ("params/trainable_pct", "train %", 1.0),
+        ("time/step_ms_p50", "step ms", 1.0),
+        (PEAK_MEM, PEAK_MEM, 1.0),
+        ("merged/latency/b1_ms_p50", "merged b1 ms", 1.0),
+        ACC,
+    ),
+    "bench": (
+        ("bench/infer_batch_size", "infer batch", 1.0),
+        ("bench/infer_ms_per_sample", "infer ms/sample", 1.0),
+        ("bench/infer_samples_per_s", "infer samples/s", 1.0),
+        ("bench/train_batch_size", "train batch", 1.0),
+        ("bench/train_step_ms", "train step ms", 1.0),
+        ("bench/train_samples_per_s", "train samples/s", 1.0),
+        (PEAK_MEM, PEAK_MEM, 1.0),
+    ),
+    "prune_recover": (
+        ("prune/sparsity", "sparsity", 1.0),
+        ("dense/flops/fwd_gmacs", "GMACs before", 1.0),
+        ("flops/fwd_gmacs", "GMACs after", 1.0),
+        ("dense/val/acc", "acc before", 1.0),
+        ("pruned/val/acc", "acc pruned", 1.0),
+        ("recovered/val/acc", "acc recovered", 1.0),
+        ACC,
+    ),
+}
+# Where a trial's peak memory is, best source first (bench: the training step's, then inference).
+PEAK_SOURCES = (
+    "mem/gpu_peak_allocated_mb",
+    "bench/train_gpu_peak_allocated_mb",
+    "mem/cpu_peak_rss_mb",
+    "bench/train_cpu_peak_rss_mb",
+    "bench/infer_cpu_peak_rss_mb",
+)
+NOT_STARTED = "PENDING"
 
 
-def _fmt(value: Any, fmt: str, scale: float = 1.0) -> str:
+def sig(value: Any, digits: int = 4) -> str:
+    """A number to `digits` significant digits (`0.0891`, `223.3`, `1.234e+05`); '-' for none."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
-    if isinstance(value, int | float):
-        return fmt.format(value * scale)
-    return str(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, int) or (float(value).is_integer() and abs(value) < 1e6):
+        return str(int(value))
+    return f"{value:.{digits}g}"
 
 
 def trials_frame(output: Path, sweep_name: str, trial_ids: list[str]) -> pd.DataFrame:
@@ -41,34 +91,123 @@ def trials_frame(output: Path, sweep_name: str, trial_ids: list[str]) -> pd.Data
     return df[(df["sweep"] == sweep_name) & df["trial_id"].isin(trial_ids)]
 
 
-def print_summary(
-    sweep: SweepConfig,
+def peak_memory(row: pd.Series) -> float | None:
+    for key in PEAK_SOURCES:
+        value = row.get(key)
+        if isinstance(value, int | float) and not math.isnan(float(value)):
+            return float(value)
+    return None
+
+
+def summary_frame(plan: list[Any], outcomes: list[SweepOutcome], output: Path) -> pd.DataFrame:
+    """Every trial of the plan, run or not: its trials-table row, or its id and status alone."""
+    frames = []
+    for stage, outcome in zip(plan, outcomes, strict=False):
+        df = trials_frame(output, stage.sweep.name, list(outcome.statuses) or outcome.trial_ids)
+        if "stage" in df and stage.name is not None:
+            df = df[df["stage"].astype("string").fillna("") == stage.name]
+        df = df.copy()
+        seen = set(df["trial_id"]) if "trial_id" in df else set()
+        missing = [
+            {"trial_id": t, "status": s, "trainable": stage.sweep.trainable}
+            for t, s in outcome.statuses.items()
+            if t not in seen
+        ]
+        df = pd.concat([df, pd.DataFrame(missing)], ignore_index=True) if missing else df
+        df["stage"] = stage.name or ""
+        df["trainable"] = df.get("trainable", stage.sweep.trainable)
+        frames.append(df)
+    frames = [f for f in frames if not f.empty]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _columns(df: pd.DataFrame) -> list[tuple[str, str, float]]:
+    out: list[tuple[str, str, float]] = []
+    trainables = list(dict.fromkeys(df["trainable"].dropna().astype(str))) if len(df) else []
+    for trainable in trainables:
+        for spec in COLUMNS_BY_TRAINABLE.get(trainable, TRAIN_COLUMNS):
+            if spec[0] in (c[0] for c in out):
+                continue
+            if spec[0] == PEAK_MEM or (spec[0] in df and df[spec[0]].notna().any()):
+                out.append(spec)
+    return out
+
+
+def _searched(plan: list[Any], df: pd.DataFrame) -> list[str]:
+    keys: list[str] = []
+    for stage in plan:
+        for k in stage.sweep.search:
+            col = k if k in df.columns else f"{k}.name"
+            if col not in keys:
+                keys.append(col)
+    return keys or ["model.name"]
+
+
+def _not_run(plan: list[Any], outcomes: list[SweepOutcome]) -> list[tuple[str, int]]:
+    from orchestrator.driver.search_space import expand
+
+    out = []
+    for stage in plan[len(outcomes) :]:
+        n = len(expand(stage.sweep)) * max(1, stage.sweep.num_samples)
+        out.append((stage.name or stage.sweep.name, n))
+    return out
+
+
+def print_run_summary(
+    plan: list[Any],
+    outcomes: list[SweepOutcome],
     output: Path,
-    outcome: SweepOutcome,
     *,
     tracking_uri: str | None = None,
     console: Console | None = None,
 ) -> None:
+    """One table for the plan's trials (every stage), their caveats, and where the results are."""
     # Wide enough for the table even when stdout is a pipe (CI logs, `| tee`).
-    console = console or Console(width=max(Console().width, 140))
-    df = trials_frame(output, sweep.name, outcome.trial_ids)
-    searched = [k if k in df.columns else f"{k}.name" for k in sweep.search] or ["model.name"]
+    console = console or Console(width=max(Console().width, 200))
+    sweep: SweepConfig = plan[0].sweep
+    df = summary_frame(plan, outcomes, output)
+    staged = any(s.name for s in plan)
+    stages = f" (stages: {', '.join(str(s.name) for s in plan)})" if staged else ""
+    counts = Counter(df["status"].astype(str)) if "status" in df else Counter()
+    not_run = _not_run(plan, outcomes)
+    pending = counts.pop(NOT_STARTED, 0) + sum(n for _, n in not_run)
+    tally = ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items()))
+    tally += f", {pending} pending" if pending else ""
+    smoke = " [smoke]" if sweep.smoke else ""
     table = Table(
-        title=f"sweep {sweep.name}: {len(df)} trial(s)" + (" [smoke]" if sweep.smoke else "")
+        box=box.SIMPLE_HEAD,
+        title=f"sweep {sweep.name}{stages}: {len(df) + sum(n for _, n in not_run)} "
+        f"trial(s): {tally or 'none ran'}{smoke}"
     )
-    for header in ["trial", *searched, "status", "epochs"]:
-        table.add_column(header)
-    present = [c for c in METRIC_COLUMNS if c[0] in df.columns]
-    for spec in present:
-        table.add_column(spec[1], justify="right")
-    for _, row in df.sort_values("trial_id").iterrows():
-        cells = [str(row["trial_id"]), *(str(row.get(k)) for k in searched)]
-        cells += [str(row["status"]), _fmt(row.get("epochs_completed"), "{:.0f}")]
-        cells += [_fmt(row.get(c[0]), c[2], *c[3:]) for c in present]
+    searched = _searched(plan, df)
+    metric_specs = _columns(df)
+    flags = caveat_flags(df) if len(df) else pd.Series(dtype="string")
+    head = ["trial", *(["stage"] if staged else []), *searched, "status", "epochs"]
+    for header in head:
+        table.add_column(header, no_wrap=True)
+    for spec in metric_specs:
+        table.add_column(spec[1], justify="right", no_wrap=True)
+    if flags.astype(bool).any():
+        table.add_column("caveats", no_wrap=True)
+    rank = {s.name or "": i for i, s in enumerate(plan)}
+    order = df.assign(_o=df["stage"].map(rank)).sort_values(["_o", "trial_id"]) if len(df) else df
+    for idx, row in order.iterrows():
+        cells = [str(row["trial_id"]), *([str(row["stage"])] if staged else [])]
+        cells += [sig(row.get(k)) if k in row else "-" for k in searched]
+        cells += [str(row.get("status")), sig(row.get("epochs_completed"))]
+        for key, _, scale in metric_specs:
+            value = peak_memory(row) if key == PEAK_MEM else row.get(key)
+            cells.append(sig(value * scale if isinstance(value, int | float) else value))
+        if flags.astype(bool).any():
+            cells.append(str(flags.get(idx, "")))
         table.add_row(*cells)
     console.print(table)
-    for trial_id, error in outcome.errors.items():
-        console.print(f"[red]trial {trial_id} failed:[/red] {error}")
+    _print_caveats(console, plan, df)
+    for stage_name, n in not_run:
+        console.print(f"stage {stage_name}: not started, {n} trial(s) pending")
+    for outcome in outcomes:
+        for trial_id, error in outcome.errors.items():
+            console.print(f"[red]trial {trial_id} failed:[/red] {error}")
     uri = tracking_uri or sweep.mlflow.tracking_uri or default_tracking_uri()
     console.print(
         f"tables:  pandas.read_parquet('{output / 'epochs'}')  (also trials/, latency/ ...)"
@@ -79,6 +218,26 @@ def print_summary(
         # MLflow 3 opens an experiment on its GenAI overview ("0 traces"): link the runs view.
         console.print(f"         then open {link}")
     console.print(f"report:  python -m orchestrator report {output}")
+
+
+def _print_caveats(console: Console, plan: list[Any], df: pd.DataFrame) -> None:
+    if df.empty:
+        return
+    seen: set[str] = set()
+    for _, row in df.iterrows():
+        for caveat in trial_caveats(row):
+            line = f"trial {row['trial_id']}: {caveat.flag}: {caveat.text}"
+            if caveat.flag == "substituted":
+                line = f"{caveat.flag}: {caveat.text}"  # the same for every trial: say it once
+            if line not in seen:
+                seen.add(line)
+                console.print(f"[yellow]warning:[/yellow] {line}", highlight=False)
+    isolation = {s.name or "": s.sweep.isolation for s in plan}
+    groups = df.groupby(["stage", "trainable"], sort=False) if "trainable" in df else []
+    for (stage, _), g in groups:
+        for text in group_caveats(g, isolation=isolation.get(stage)):
+            where = f"stage {stage}: " if stage else ""
+            console.print(f"[yellow]warning:[/yellow] {where}{text}", highlight=False)
 
 
 MLFLOW_UI = "http://127.0.0.1:5000"

@@ -13,13 +13,14 @@ import re
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ray.tune.logger import JsonLoggerCallback
 
 from orchestrator.driver.dotted_keys import set_path
+from orchestrator.driver.interrupts import stop_requested
 from orchestrator.driver.schema import SweepConfig, SweepError
 from orchestrator.driver.search_space import param_space
 from orchestrator.sinks.mlflow_runs import MlflowSink, default_tracking_uri, preload_mlflow
@@ -36,6 +37,11 @@ class SweepOutcome:
     errors: dict[str, str]
     parent_run_id: str | None
     results: Any = None  # Ray Tune's ResultGrid
+    # Ray Tune status per trial id (TERMINATED, ERROR, RUNNING, PENDING, PAUSED).
+    statuses: dict[str, str] = field(default_factory=dict)
+    stopped_by: int | None = (
+        None  # the signal that stopped the sweep (orchestrator.driver.interrupts)
+    )
 
 
 def git_sha() -> str | None:
@@ -300,6 +306,7 @@ def run_sweep(
         )
     results = tuner.fit()
     trial_ids, errors = [], {}
+    statuses = trial_statuses(results)
     for result in results:
         trial_id = result.metrics.get("trial_id") if result.metrics else None
         if trial_id is None and result.path:
@@ -313,7 +320,15 @@ def run_sweep(
         errors=errors,
         parent_run_id=mlflow_sink.parent_run_id,
         results=results,
+        statuses=statuses,
+        stopped_by=stop_requested(),
     )
+
+
+def trial_statuses(results: Any) -> dict[str, str]:
+    """Ray Tune's status of every trial of a ResultGrid, those that never started included."""
+    analysis = getattr(results, "_experiment_analysis", None)
+    return {str(t.trial_id): str(t.status) for t in getattr(analysis, "trials", None) or []}
 
 
 LIVE_METRICS = {
