@@ -70,6 +70,7 @@ PEAK_SOURCES = (
     "bench/infer_cpu_peak_rss_mb",
 )
 NOT_STARTED = "PENDING"
+STOPPED = "STOPPED"
 
 
 def sig(value: Any, digits: int = 4) -> str:
@@ -107,9 +108,18 @@ def summary_frame(plan: list[Any], outcomes: list[SweepOutcome], output: Path) -
         if "stage" in df and stage.name is not None:
             df = df[df["stage"].astype("string").fillna("") == stage.name]
         df = df.copy()
+        stopped = outcome.stopped_by is not None
+        if stopped and "status" in df:
+            # Ended by Ctrl-C / SIGTERM mid-way: neither running any more nor finished.
+            unfinished = df["status"].isin(["RUNNING", "PAUSED", "PENDING"])
+            df.loc[unfinished, "status"] = STOPPED
         seen = set(df["trial_id"]) if "trial_id" in df else set()
         missing = [
-            {"trial_id": t, "status": s, "trainable": stage.sweep.trainable}
+            {
+                "trial_id": t,
+                "status": NOT_STARTED if stopped or s == NOT_STARTED else s,
+                "trainable": stage.sweep.trainable,
+            }
             for t, s in outcome.statuses.items()
             if t not in seen
         ]
@@ -143,13 +153,26 @@ def _searched(plan: list[Any], df: pd.DataFrame) -> list[str]:
     return keys or ["model.name"]
 
 
-def _not_run(plan: list[Any], outcomes: list[SweepOutcome]) -> list[tuple[str, int]]:
+def _expected(stage: Any) -> int:
     from orchestrator.driver.search_space import expand
 
+    return len(expand(stage.sweep))
+
+
+def _not_run(
+    plan: list[Any], outcomes: list[SweepOutcome], df: pd.DataFrame
+) -> list[tuple[str, int]]:
+    """(stage, trials never created): stages not reached, and trials Tune had not yet drawn
+    (it creates them as slots free up) when the sweep was stopped."""
     out = []
-    for stage in plan[len(outcomes) :]:
-        n = len(expand(stage.sweep)) * max(1, stage.sweep.num_samples)
-        out.append((stage.name or stage.sweep.name, n))
+    for i, stage in enumerate(plan):
+        name = stage.name or stage.sweep.name
+        if i >= len(outcomes):
+            out.append((name, _expected(stage)))
+            continue
+        have = int((df["stage"] == (stage.name or "")).sum()) if "stage" in df else len(df)
+        if outcomes[i].stopped_by is not None and _expected(stage) > have:
+            out.append((name, _expected(stage) - have))
     return out
 
 
@@ -169,7 +192,7 @@ def print_run_summary(
     staged = any(s.name for s in plan)
     stages = f" (stages: {', '.join(str(s.name) for s in plan)})" if staged else ""
     counts = Counter(df["status"].astype(str)) if "status" in df else Counter()
-    not_run = _not_run(plan, outcomes)
+    not_run = _not_run(plan, outcomes, df)
     pending = counts.pop(NOT_STARTED, 0) + sum(n for _, n in not_run)
     tally = ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items()))
     tally += f", {pending} pending" if pending else ""
@@ -177,7 +200,7 @@ def print_run_summary(
     table = Table(
         box=box.SIMPLE_HEAD,
         title=f"sweep {sweep.name}{stages}: {len(df) + sum(n for _, n in not_run)} "
-        f"trial(s): {tally or 'none ran'}{smoke}"
+        f"trial(s): {tally or 'none ran'}{smoke}",
     )
     searched = _searched(plan, df)
     metric_specs = _columns(df)
@@ -204,7 +227,7 @@ def print_run_summary(
     console.print(table)
     _print_caveats(console, plan, df)
     for stage_name, n in not_run:
-        console.print(f"stage {stage_name}: not started, {n} trial(s) pending")
+        console.print(f"{stage_name}: {n} more trial(s) pending, not started")
     for outcome in outcomes:
         for trial_id, error in outcome.errors.items():
             console.print(f"[red]trial {trial_id} failed:[/red] {error}")

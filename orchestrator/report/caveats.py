@@ -149,6 +149,8 @@ def group_caveats(trials: pd.DataFrame, *, isolation: str | None = None) -> list
         reuse = pd.Series([isolation] * len(trials), index=trials.index)
     cpu_only = gpu is None or gpu.isna().all()
     shared = scope is not None and (scope.astype("string") == "process").any()
+    reused = trials.get("env/process_trials")
+    shared = shared or (reused is not None and bool((reused.fillna(0) > 1).any()))
     if reuse is not None:
         shared = shared or (reuse.astype("string") == "reuse").any()
     if cpu_only and shared and len(trials) > 1 and "mem/cpu_peak_rss_mb" in trials:

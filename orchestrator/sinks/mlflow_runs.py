@@ -22,6 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.driver.interrupts import stop_requested
 from orchestrator.sinks.parquet_rows import error_class
 from orchestrator.sinks.results import LoggerCallback, error_text, split_result, start_columns
 from orchestrator.tables import flatten_params
@@ -375,6 +376,9 @@ class MlflowSink(LoggerCallback):
     def log_trial_end(self, trial: Any, failed: bool = False) -> None:
         if failed:
             self._finish(trial, "FAILED", error_text(trial))
+        elif stop_requested() is not None:
+            # Tune ends the running trials of a stopped sweep as if they had finished.
+            self._finish(trial, "KILLED", None)
         else:
             self._finish(trial, "FINISHED", None)
 
@@ -389,6 +393,13 @@ class MlflowSink(LoggerCallback):
             if self.client.get_run(run_id).info.status != "RUNNING":
                 continue
             ended = {"TERMINATED": "FINISHED", "ERROR": "FAILED"}
+            if stop_requested() is not None:
+                ended = {"ERROR": "FAILED"}
             self.client.set_terminated(run_id, status=ended.get(status_of.get(trial_id), "KILLED"))
         failed = any(t.status == "ERROR" for t in trials)
-        self.client.set_terminated(self.parent_run_id, status="FAILED" if failed else "FINISHED")
+        # A trial still pending or running at the end: the sweep was stopped (Ctrl-C, SIGTERM).
+        stopped = stop_requested() is not None or any(
+            t.status not in ("TERMINATED", "ERROR") for t in trials
+        )
+        status = "KILLED" if stopped else "FAILED" if failed else "FINISHED"
+        self.client.set_terminated(self.parent_run_id, status=status)

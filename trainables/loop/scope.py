@@ -27,7 +27,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
-from profilers.metric_registry import F, declare
+from profilers.metric_registry import INT, F, declare
 from trainables.loop.reporting import Reporter, Tables
 
 declare(
@@ -35,8 +35,17 @@ declare(
     {
         "time/total_s": (F, "s", "wall time of the trial, start to end (per trial)"),
         "time/train_total_s": (F, "s", "sum of the trial's training epochs' time/epoch_s"),
+        "env/process_trials": (
+            INT,
+            "count",
+            "trials this worker process has run, this one included (> 1: a reused worker, whose "
+            "CPU RSS carries what earlier trials left)",
+        ),
     },
 )
+
+# Trials started in this process: a reused worker (`isolation: reuse`) runs several.
+_process_trials = 0
 
 
 class TrialClock:
@@ -76,6 +85,7 @@ class TrialClock:
             **self.final,
             "time/total_s": time.perf_counter() - self.started,
             "time/train_total_s": self.train_s,
+            "env/process_trials": _process_trials,
         }
         self.reporter.report_final(facts, tables=self.final_tables or None)
 
@@ -130,6 +140,8 @@ def scoped(run: Trainable) -> Trainable:
 
     @wraps(run)
     def run_scoped(config: dict[str, Any], reporter: Reporter) -> None:
+        global _process_trials
+        _process_trials += 1
         fresh_start()
         clock = TrialClock(reporter)
         try:
