@@ -221,8 +221,12 @@ def execute(sweep: SweepConfig, sweep_text: str, args: argparse.Namespace) -> in
     print_run_summary(plan, outcomes, output.resolve(), tracking_uri=args.tracking_uri)
     if getattr(args, "report", False) and stopped is None:
         from orchestrator.report import build_report
+        from orchestrator.sinks.mlflow_runs import default_tracking_uri, tag_runs
 
-        print(f"report:  {build_report(output.resolve())}")
+        report = build_report(output.resolve())
+        uri = args.tracking_uri or sweep.mlflow.tracking_uri or default_tracking_uri()
+        tag_runs(uri, [o.parent_run_id for o in outcomes], {"lvmbench.report": str(report)})
+        print(f"report:  {report}")
     if stopped is not None:
         print("stopped; continue with:", flush=True)
         print(resume_command(), flush=True)

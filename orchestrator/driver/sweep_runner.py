@@ -342,14 +342,14 @@ LIVE_METRICS = {
 
 def live_table(sweep: SweepConfig) -> Any:
     """The table Ray prints while the sweep runs: searched params and a few key metrics."""
-    from ray.tune import CLIReporter
+    from orchestrator.driver.live_table import LiveTable
 
     params = {}
     for key in sweep.search:
         # Tune flattens the config with "/"; a searched section shows by its name field.
         column = key.replace(".", "/") + ("/name" if key in ("model", "dataset", "optim") else "")
         params[column] = key
-    return CLIReporter(
+    return LiveTable(
         metric_columns=LIVE_METRICS,
         parameter_columns=params or {"model/name": "model"},
         max_report_frequency=15,

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 CHANCE_FACTOR = 1.5  # best val/acc below 1.5 x chance (0.15 on 10 classes) counts as chance level
@@ -79,7 +80,8 @@ def trial_caveats(row: pd.Series) -> list[Caveat]:
             )
         )
     subs = _substitutions(row)
-    if subs or bool(row.get("smoke") is True):
+    smoke = row.get("smoke")
+    if subs or (isinstance(smoke, bool | np.bool_) and bool(smoke)):
         what = "; ".join(subs) or "--smoke: a few batches of a small subset"
         out.append(Caveat("substituted", f"ran on substitutes ({what})"))
     wait, epoch = _num(row.get("time/lock_wait_s")), _num(row.get("time/epoch_s"))

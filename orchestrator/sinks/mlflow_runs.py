@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.driver.interrupts import stop_requested
-from orchestrator.sinks.parquet_rows import error_class
+from orchestrator.sinks.parquet_rows import BEST_OF, error_class
 from orchestrator.sinks.results import LoggerCallback, error_text, split_result, start_columns
 from orchestrator.tables import flatten_params
 
@@ -263,7 +263,7 @@ class MlflowSink(LoggerCallback):
         params = flatten_params(trial.config)
         run = self.client.create_run(
             self._experiment_id,  # type: ignore[arg-type]
-            run_name=f"{trial.trial_id} {params.get('model.name')}",
+            run_name=run_name(params, self.sweep_params.get("search")),
             tags={
                 **self.tags,
                 "mlflow.parentRunId": parent,
@@ -371,7 +371,47 @@ class MlflowSink(LoggerCallback):
                 tags.append(RunTag("lvmbench.error_type", kind))
             self.client.log_batch(run_id, tags=tags)
             self.client.log_text(run_id, error, "error.txt")
+        self._log_best(run_id)
         self.client.set_terminated(run_id, status=status)
+
+    def _log_best(self, run_id: str) -> None:
+        """`best/*` as the trials table has them, from the run's own history (a resumed trial's
+        earlier epochs included), at the last epoch's step."""
+        best: dict[str, Any] = {}
+        for metric, mode in BEST_OF.items():
+            points = self.client.get_metric_history(run_id, metric)
+            if not points:
+                continue
+            pick = max if mode == "max" else min
+            top = pick(points, key=lambda p: p.value)
+            best[f"best/{metric}"] = top.value
+            if metric == "val/acc":
+                best["best/epoch"] = top.step
+        if best:
+            self._log(run_id, best, self._last_step.get(run_id, 0))
+
+    def _log_sweep_best(self) -> None:
+        """The parent run gets the sweep's best values: each `best/*` over its trials."""
+        from mlflow.entities import RunTag
+
+        best: dict[str, tuple[float, str]] = {}
+        for trial_id, run_id in self._children.items():
+            metrics = self.client.get_run(run_id).data.metrics
+            for metric, mode in BEST_OF.items():
+                value = metrics.get(f"best/{metric}")
+                if value is None:
+                    continue
+                have = best.get(metric)
+                better = have is None or (value > have[0] if mode == "max" else value < have[0])
+                if better:
+                    best[metric] = (value, trial_id)
+        if not best:
+            return
+        assert self.parent_run_id is not None
+        self._log(self.parent_run_id, {f"best/{m}": v for m, (v, _) in best.items()}, 0)
+        if "val/acc" in best:
+            tag = RunTag("lvmbench.best_trial_id", best["val/acc"][1])
+            self.client.log_batch(self.parent_run_id, tags=[tag])
 
     def log_trial_end(self, trial: Any, failed: bool = False) -> None:
         if failed:
@@ -396,6 +436,7 @@ class MlflowSink(LoggerCallback):
             if stop_requested() is not None:
                 ended = {"ERROR": "FAILED"}
             self.client.set_terminated(run_id, status=ended.get(status_of.get(trial_id), "KILLED"))
+        self._log_sweep_best()
         failed = any(t.status == "ERROR" for t in trials)
         # A trial still pending or running at the end: the sweep was stopped (Ctrl-C, SIGTERM).
         stopped = stop_requested() is not None or any(
@@ -403,3 +444,34 @@ class MlflowSink(LoggerCallback):
         )
         status = "KILLED" if stopped else "FAILED" if failed else "FINISHED"
         self.client.set_terminated(self.parent_run_id, status=status)
+
+
+def run_name(params: dict[str, Any], searched: str | None) -> str:
+    """A trial's MLflow run name: its model and searched values (`vit_tiny_patch16_224 rank=4`),
+    so the runs of a sweep tell apart in the UI (the trial id is the `lvmbench.trial_id` tag)."""
+    parts = [str(params.get("model.name"))]
+    for key in [k.strip() for k in (searched or "").split(",")]:
+        if not key or key in ("(none)", "model", "model.name"):
+            continue
+        value = params.get(key)
+        if value is None:
+            value = params.get(f"{key}.name")
+        parts.append(f"{key.rsplit('.', 1)[-1]}={_short(value)}")
+    return " ".join(parts)
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def tag_runs(tracking_uri: str, run_ids: list[str | None], tags: dict[str, str]) -> None:
+    """Set `tags` on finished runs (the parent runs get the report's path once it is written)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    for run_id in run_ids:
+        if run_id:
+            for key, value in tags.items():
+                client.set_tag(run_id, key, value)
