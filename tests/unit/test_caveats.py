@@ -101,7 +101,7 @@ def test_summary_is_one_table_with_a_stage_column_and_warns(
     ]
     console = Console(record=True, width=220)
     run_summary.print_run_summary(
-        plan, outcomes, tmp_path, tracking_uri="sqlite:///x.db", console=console
+        plan, outcomes, tmp_path, tracking_uri=f"sqlite:///{tmp_path / 'x.db'}", console=console
     )
     text = console.export_text()
     assert text.count("sweep chance") == 1 and "(stages: pretrain, lora)" in text
