@@ -149,6 +149,7 @@ def _sinks(
             sweep_params={
                 "trainable": sweep.trainable,
                 "smoke": sweep.smoke,
+                "search": ", ".join(sweep.search) or "(none)",
                 "output": str(output),
                 "stage": sweep.stage or "",
                 "single_trial": True,

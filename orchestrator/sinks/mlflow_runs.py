@@ -372,7 +372,23 @@ class MlflowSink(LoggerCallback):
             self.client.log_batch(run_id, tags=tags)
             self.client.log_text(run_id, error, "error.txt")
         self._log_best(run_id)
+        self._tag_caveats(run_id)
         self.client.set_terminated(run_id, status=status)
+
+    def _tag_caveats(self, run_id: str) -> None:
+        """`lvmbench.caveats`: why this run's numbers mean less than they seem (chance accuracy,
+        substituted weights, lock waits, noisy latency; `orchestrator.report.caveats`)."""
+        import pandas as pd
+
+        from orchestrator.report.caveats import trial_caveats
+
+        data = self.client.get_run(run_id).data
+        row = pd.Series({**data.params, **data.metrics}, dtype=object)
+        row["smoke"] = data.params.get("smoke") == "True"
+        caveats = trial_caveats(row)
+        if caveats:
+            text = "; ".join(f"{c.flag}: {c.text}" for c in caveats)
+            self.client.set_tag(run_id, "lvmbench.caveats", text[:5000])
 
     def _log_best(self, run_id: str) -> None:
         """`best/*` as the trials table has them, from the run's own history (a resumed trial's
