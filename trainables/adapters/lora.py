@@ -131,14 +131,16 @@ def resolve_targets(model: nn.Module, target_modules: list[str] | str | None) ->
         if _adaptable(module) and outside_head(name)
     ]
     found = [name for name, module in layers if _selected(name, module, targets)]
-    # Every name must match: a typo beside a good name would silently adapt half the layers.
-    missing = [t for t in targets if not any(_selected(n, m, [t]) for n, m in layers)]
-    if missing:
+    # Every name must name some layer: a typo beside a good name would silently adapt half the
+    # layers. (A name of layers LoRA leaves out, depthwise convs, is no typo: they are skipped.)
+    named = [n for n, _ in base.named_modules() if n and outside_head(n)]
+    missing = [t for t in targets if not any(n == t or n.endswith(f".{t}") for n in named)]
+    if missing or not found:
         have = sorted({_short(n) for n, _ in layers})
+        which = ", ".join(map(repr, missing or targets))
         raise ValueError(
-            f"lora.target_modules: {', '.join(map(repr, missing))} of {targets} match no linear "
-            f"or (ungrouped) Conv2d layer of {type(base).__name__}; its layers end in: "
-            f"{', '.join(have) or 'none'}"
+            f"lora.target_modules: {which} of {targets} match no linear or (ungrouped) Conv2d "
+            f"layer of {type(base).__name__}; its layers end in: {', '.join(have) or 'none'}"
         )
     return found
 
