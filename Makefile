@@ -25,7 +25,7 @@ lint: $(STAMP)
 format: $(STAMP)
 	.venv/bin/ruff format . && .venv/bin/ruff check --fix .
 
-# The generated blocks of docs/ (sweep-file keys, metric names); tests/test_docs.py checks them.
+# The generated blocks of docs/ (sweep-file keys, metric names); tests/unit/test_docs.py checks them.
 docs: $(STAMP)
 	$(PY) scripts/gen_docs.py
 

@@ -5,7 +5,9 @@
     python -m orchestrator validate SWEEP.yaml [--smoke]
     python -m orchestrator trial SWEEP.yaml [--stage NAME] [--index N] [--smoke]   (one trial, no Ray)
     python -m orchestrator train --model vit --batch_size 128 --lr 1e-3 --epochs 50 --phase 1 --device cpu
-    python -m orchestrator report DIR [--out report.html]
+    python -m orchestrator report DIR [--out report.html] [--static] [--group-by KEY]
+    python -m orchestrator compare A B [--threshold 5%] [--metric M] [--fail-on regression]
+                                       [--json] [--html out.html]   (A, B: DIR or DIR:SWEEP)
     python -m orchestrator models [PATTERN] [--json]     (aliases, timm and hf/ names; params, GMACs)
 
 Exit codes: 0 all trials finished; 1 some trial failed (the sweep still ran to the end);
@@ -42,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub.add_parser("train", help="one trial with the seed's train.py flags"))
     _add_report(sub.add_parser("report", help="the Parquet tables -> one HTML report"))
     _add_models(sub.add_parser("models", help="model names and aliases, params, GMACs"))
+    _add_compare(sub.add_parser("compare", help="two sweeps side by side, with verdicts"))
     return p
 
 
@@ -137,7 +140,49 @@ def _add_report(p: argparse.ArgumentParser) -> None:
     p.description = "Turn the Parquet tables of one or more sweeps into one HTML report."
     p.add_argument("results_dir", metavar="DIR", help="a sweep's --output directory")
     p.add_argument("--out", default=None, help="HTML file to write (default: DIR/report.html)")
+    p.add_argument(
+        "--static",
+        action="store_true",
+        help="every figure as a matplotlib PNG (for papers), no interactive plotly figures",
+    )
+    p.add_argument(
+        "--group-by",
+        default=None,
+        metavar="KEY[,KEY]",
+        help="keys whose trials are pooled as repeats into one group (default: seed)",
+    )
     p.set_defaults(handler=_report)
+
+
+def _add_compare(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Compare two sweeps: trials matched by searched parameters, model, dataset and "
+        "trainable (seeds pooled); B/A ratios of cost metrics, differences of accuracy and F1, "
+        "each with a verdict (regression / improvement / within noise). Method: docs/report.md."
+    )
+    p.add_argument("a", metavar="A", help="the reference: an output folder, or FOLDER:SWEEP")
+    p.add_argument("b", metavar="B", help="the candidate: an output folder, or FOLDER:SWEEP")
+    p.add_argument(
+        "--threshold",
+        default="5%",
+        help="smallest change that counts, relative (5%% or 0.05; default 5%%)",
+    )
+    p.add_argument(
+        "--metric",
+        action="append",
+        default=None,
+        help="only metrics whose name contains this (repeatable)",
+    )
+    p.add_argument("--group-by", default=None, metavar="KEY[,KEY]", help="pooled keys (seed)")
+    p.add_argument(
+        "--fail-on",
+        choices=("regression",),
+        default=None,
+        help="exit 1 when any verdict is a regression (for CI)",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--html", default=None, metavar="OUT.html", help="also write a compare page")
+    p.set_defaults(handler=_compare)
 
 
 def _add_models(p: argparse.ArgumentParser) -> None:
@@ -158,7 +203,7 @@ def _add_models(p: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"run", "validate", "trial", "train", "report", "models"}
+    commands = {"run", "validate", "trial", "train", "report", "models", "compare"}
     if argv and argv[0] not in commands and not argv[0].startswith("-"):
         argv = ["run", *argv]  # `python -m orchestrator SWEEP.yaml`
     args = build_parser().parse_args(argv)
@@ -332,6 +377,12 @@ def _trial(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from orchestrator.report import run
+
+    return run(args)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from orchestrator.report.compare import run
 
     return run(args)
 

@@ -1,4 +1,8 @@
-"""The HTML page: one self-contained file (styles, script and images inline; nothing fetched)."""
+"""The HTML page: one self-contained file (styles, script and images inline; nothing fetched).
+
+Interactive figures share one copy of plotly.js, inlined in the page's head; big tables sit in
+closed `<details>` and sort by a click on a header (a few lines of script at the end).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import base64
 
 import jinja2
 
+from orchestrator.report.interactive import EXPLORER_JS
 from orchestrator.report.sections import Section
 
 TEMPLATE = r"""<!DOCTYPE html>
@@ -41,8 +46,16 @@ th { background: #eef1f5; cursor: pointer; user-select: none; position: sticky; 
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 tr.best td { background: #e8f6ec; font-weight: 600; }
 ul.findings li { margin: 4px 0; }
+details.table { margin: 10px 0; }
+details.table > summary { cursor: pointer; font-weight: 600; font-size: 13px; }
+.explorer .controls { font-size: 13px; display: flex; flex-wrap: wrap; gap: 10px; align-items: center; }
+.explorer select { max-width: 260px; }
+.explorer .recommendation { background: #eef6ff; border-left: 4px solid #2b6cb0; padding: 6px 10px;
+                            font-size: 13px; }
 footer { color: #6b7280; font-size: 12px; padding: 0 32px 24px; }
 </style>
+{% if plotly_js %}<script>{{ plotly_js|safe }}</script>
+<script>{{ explorer_js|safe }}</script>{% endif %}
 </head>
 <body>
 <header>
@@ -64,7 +77,11 @@ footer { color: #6b7280; font-size: 12px; padding: 0 32px 24px; }
 <figcaption>{{ p.title }} (also saved as {{ plot_dir }}/{{ p.name }}.png)</figcaption>
 </figure>
 {% endfor %}
+{% for h in part.html %}
+<div class="iplot">{{ h|safe }}</div>
+{% endfor %}
 {% for t in part.tables %}
+{% if t.collapsed %}<details class="table"><summary>{{ t.caption }} ({{ t.rows|length }} rows; click to open)</summary>{% endif %}
 <div class="tablewrap"><table class="sortable"{% if t.id %} id="{{ t.id }}"{% endif %}>
 <caption>{{ t.caption }}</caption>
 <thead><tr>{% for h in t.header %}<th>{{ h }}</th>{% endfor %}</tr></thead>
@@ -72,6 +89,7 @@ footer { color: #6b7280; font-size: 12px; padding: 0 32px 24px; }
 {% for row in t.rows %}<tr{% if loop.index0 in t.highlight %} class="best"{% endif %}>{% for c in row %}<td{% if c.value is number %} class="num" data-value="{{ c.value }}"{% endif %}>{{ c.text }}</td>{% endfor %}</tr>
 {% endfor %}</tbody>
 </table></div>
+{% if t.collapsed %}</details>{% endif %}
 {% endfor %}
 {% endfor %}
 </section>
@@ -110,7 +128,15 @@ def render_page(
 ) -> str:
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     template = env.from_string(TEMPLATE)
+    interactive = any(part.html for s in sections for part in s.parts)
+    plotly_js = ""
+    if interactive:
+        from plotly.offline import get_plotlyjs
+
+        plotly_js = get_plotlyjs()
     return template.render(
+        plotly_js=plotly_js,
+        explorer_js=EXPLORER_JS,
         title=title,
         subtitle=subtitle,
         sections=sections,

@@ -11,6 +11,7 @@ import pandas as pd
 
 from orchestrator.report import columns as C
 from orchestrator.report.caveats import at_chance, group_caveats, trial_caveats
+from orchestrator.report.groups import GROUP, N, groups, has_repeats, mean_view, overlaps
 from orchestrator.report.pareto import pareto_mask
 from orchestrator.report.tables import best_metric, has, recovered_acc
 
@@ -31,17 +32,28 @@ def _names(view: pd.DataFrame, mask: pd.Series) -> str:
     return ", ".join(view.loc[mask, C.LABEL].astype(str))
 
 
-def recommendations(view: pd.DataFrame) -> list[str]:
-    """Findings for the trials in `view` (the report's one-row-per-trial frame)."""
+def recommendations(view: pd.DataFrame, group_by: str | None = None) -> list[str]:
+    """Findings for the trials in `view` (the report's one-row-per-trial frame).
+
+    Where trials repeat (seeds, or the `group_by` keys), the first findings are about groups:
+    the best group by mean accuracy with its 95% interval, and the groups it cannot be told
+    apart from (overlapping intervals).
+    """
     if view.empty:
         return []
-    lines: list[str] = []
+    lines: list[str] = group_findings(view, group_by)
+    trials = view
+    repeats = has_repeats(view, group_by)
+    if repeats:
+        # Every later finding compares groups by their means, not single seeds.
+        view = mean_view(view, group_by)
     acc = best_metric(view, C.VAL_ACC)
     ok = acc.notna()
     if ok.any():
         best_idx = acc[ok].idxmax()
         best = float(acc[best_idx])
-        lines.append(f"Best accuracy: {view.at[best_idx, C.LABEL]} with val/acc {_acc(best)}.")
+        if not repeats:
+            lines.append(f"Best accuracy: {view.at[best_idx, C.LABEL]} with val/acc {_acc(best)}.")
         near = ok & (acc >= best - C.ONE_POINT)
         lines += _cheapest_near_best(view, near, best_idx, best)
         lines += _pareto_lines(view, acc)
@@ -53,6 +65,9 @@ def recommendations(view: pd.DataFrame) -> list[str]:
             f"Fastest training: {view.at[fast, C.LABEL]} at "
             f"{view.at[fast, C.SAMPLES_PER_S]:.4g} samples/s."
         )
+    if repeats:
+        lines = lines[:2] + [f"(Group means) {x}" for x in lines[2:]]
+    view = trials
     lines += _failure_lines(view)
     if C.SMOKE in view and view[C.SMOKE].fillna(False).astype(bool).any():
         lines.append(
@@ -62,14 +77,16 @@ def recommendations(view: pd.DataFrame) -> list[str]:
     return lines
 
 
-def grouped_recommendations(view: pd.DataFrame) -> list[tuple[str, list[str]]]:
+def grouped_recommendations(
+    view: pd.DataFrame, group_by: str | None = None
+) -> list[tuple[str, list[str]]]:
     """(heading, lines) per stage and trainable of one sweep: trials of different stages or
     trainables (an 8-batch LoRA epoch, a 45-batch pretraining one) are never compared. Each
     group's caveats come first; at chance accuracy they say why its findings cannot be trusted."""
     keys = [c for c in (C.STAGE, C.TRAINABLE) if c in view]
-    groups = list(view.groupby(keys, sort=False, dropna=False)) if keys else [((), view)]
+    parts = list(view.groupby(keys, sort=False, dropna=False)) if keys else [((), view)]
     out = []
-    for key, g in groups:
+    for key, g in parts:
         named = dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=False))
         stage, trainable = named.get(C.STAGE), named.get(C.TRAINABLE)
         heading = " ".join(
@@ -80,8 +97,8 @@ def grouped_recommendations(view: pd.DataFrame) -> list[tuple[str, list[str]]]:
             )
             if x
         )
-        heading = heading if len(groups) > 1 else ""
-        lines = caveat_lines(g) + recommendations(g)
+        heading = heading if len(parts) > 1 else ""
+        lines = caveat_lines(g) + recommendations(g, group_by)
         if lines:
             out.append((heading, lines))
     return out
@@ -111,6 +128,41 @@ def caveat_lines(view: pd.DataFrame) -> list[str]:
                 seen.add(text)
                 lines.append(text)
     lines += [f"Warning: {t}." for t in group_caveats(view) if "chance" not in t]
+    return lines
+
+
+def group_findings(view: pd.DataFrame, group_by: str | None = None) -> list[str]:
+    """The best group of repeats by mean accuracy, and the groups its interval overlaps."""
+    acc_col = C.BEST_PREFIX + C.VAL_ACC if has(view, C.BEST_PREFIX + C.VAL_ACC) else C.VAL_ACC
+    if not has(view, acc_col):
+        return []
+    g = groups(view, group_by, metrics=[acc_col])
+    if g.empty or g[N].max() < 2 or len(g) < 2:
+        return []
+    mean, lo, hi = (g[f"{acc_col} {s}"] for s in ("mean", "ci95_lo", "ci95_hi"))
+    if mean.isna().all():
+        return []
+    best = mean.idxmax()
+    b = g.loc[best]
+    lines = [
+        f"Best group by mean {acc_col}: {b[GROUP]} with {_acc(float(mean[best]))}, 95% CI "
+        f"[{lo[best]:.3f}, {hi[best]:.3f}] over n = {int(b[N])} repeats."
+    ]
+    tied = [
+        str(g.at[i, GROUP])
+        for i in g.index
+        if i != best and overlaps((lo[best], hi[best]), (lo[i], hi[i]))
+    ]
+    if tied:
+        lines.append(
+            f"Cannot be told apart from the best (95% intervals overlap): {', '.join(tied)}. "
+            "More repeats would narrow the intervals."
+        )
+    else:
+        lines.append(
+            f"Its interval overlaps no other group's: {b[GROUP]} is better than the other "
+            f"{len(g) - 1} groups beyond the seed-to-seed spread."
+        )
     return lines
 
 

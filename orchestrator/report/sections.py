@@ -17,8 +17,9 @@ import numpy as np
 import pandas as pd
 
 from orchestrator.report import columns as C
-from orchestrator.report import plots
+from orchestrator.report import interactive, plots
 from orchestrator.report.caveats import caveat_flags
+from orchestrator.report.groups import GROUP, N, groups
 from orchestrator.report.recommendations import grouped_recommendations
 from orchestrator.report.speedups import speedup_rows
 from orchestrator.report.tables import (
@@ -46,6 +47,7 @@ class HtmlTable:
     rows: list[list[Cell]]
     highlight: set[int] = field(default_factory=set)  # row indices to mark (e.g. the best trial)
     id: str = ""
+    collapsed: bool = False  # drawn inside a closed <details>: big tables stay out of the way
 
 
 @dataclass
@@ -56,6 +58,7 @@ class Part:
     bullets: list[str] = field(default_factory=list)
     plots: list[plots.Plot] = field(default_factory=list)
     tables: list[HtmlTable] = field(default_factory=list)
+    html: list[str] = field(default_factory=list)  # interactive figures (`interactive.py`)
 
 
 @dataclass
@@ -222,17 +225,70 @@ def summary_table(sweep: object, g: pd.DataFrame) -> HtmlTable:
     return t
 
 
-def summary(view: pd.DataFrame) -> Section | None:
-    parts = [Part(tables=[summary_table(sweep, g)]) for sweep, g in _sweeps(view)]
+# Trial tables longer than this start collapsed.
+COLLAPSE_ROWS = 20
+
+
+def grouped_table(sweep: object, g: pd.DataFrame, group_by: str | None) -> HtmlTable | None:
+    """One row per group of repeats: n, and per metric mean +- std and the 95% interval."""
+    metrics = _present(g, SUMMARY_METRICS)
+    if has(g, C.LATENCY_MS) and not any(c in metrics for c in C.TRIAL_LATENCY_MS):
+        metrics.append(C.LATENCY_MS)
+    if has(g, C.PEAK_MEM_MB):
+        metrics.append(C.PEAK_MEM_MB)
+    stats = groups(g, group_by, metrics=metrics)
+    if stats.empty or stats[N].max() < 2:
+        return None
+    acc = C.BEST_PREFIX + C.VAL_ACC
+    if f"{acc} mean" in stats:
+        stats = stats.sort_values(f"{acc} mean", ascending=False, na_position="last")
+    header = ["group", "n"]
+    for m in metrics:
+        header += [f"{m} mean ± std", f"{m} 95% CI"]
+    rows = []
+    for _, r in stats.iterrows():
+        row = [Cell(str(r[GROUP]), str(r[GROUP])), format_value(int(r[N]))]
+        for m in metrics:
+            mean, std = r[f"{m} mean"], r[f"{m} std"]
+            lo, hi = r[f"{m} ci95_lo"], r[f"{m} ci95_hi"]
+            mtext = format_value(mean, m)
+            stext = format_value(std, m).text if pd.notna(std) else "-"
+            row.append(Cell(f"{mtext.text} ± {stext}", mtext.value))
+            if pd.notna(lo):
+                row.append(
+                    Cell(f"[{format_value(lo, m).text}, {format_value(hi, m).text}]", float(lo))
+                )
+            else:
+                row.append(Cell("-", None))
+        rows.append(row)
+    caption = (
+        f"Sweep {sweep}: {len(stats)} groups of repeats (trials that differ only in "
+        f"{group_by or 'seed'}), best mean first"
+    )
+    t = HtmlTable(caption, header, rows, id=f"groups-{sweep}")
+    if f"{acc} mean" in stats:
+        t.highlight = {0}
+    return t
+
+
+def summary(view: pd.DataFrame, group_by: str | None = None) -> Section | None:
+    parts = []
+    for sweep, g in _sweeps(view):
+        grouped = grouped_table(sweep, g, group_by)
+        trials = summary_table(sweep, g)
+        trials.collapsed = grouped is not None or len(g) > COLLAPSE_ROWS
+        parts.append(Part(tables=[t for t in (grouped, trials) if t is not None]))
     if not parts:
         return None
     return Section(
         "summary",
         "Summary per sweep",
         intro=(
-            "One row per trial. best/... is the best value over the trial's epochs; other metrics "
-            "are the final epoch's, memory is the peak over epochs. Column names are the Parquet "
-            "column names. Click a header to sort."
+            "Where trials repeat (they differ only in seed, or in the --group-by keys), one row "
+            "per group first: n, mean ± standard deviation and the 95% confidence interval of the "
+            "mean (Student's t). Then one row per trial (click to open). best/... is the best "
+            "value over the trial's epochs; other metrics are the final epoch's, memory is the "
+            "peak over epochs. Column names are the Parquet column names. Click a header to sort."
         ),
         parts=parts,
     )
@@ -263,11 +319,11 @@ def speedups_section(view: pd.DataFrame) -> Section | None:
     )
 
 
-def recommendations_section(view: pd.DataFrame) -> Section | None:
+def recommendations_section(view: pd.DataFrame, group_by: str | None = None) -> Section | None:
     sweeps = _sweeps(view)
     parts = []
     for sweep, g in sweeps:
-        for group, lines in grouped_recommendations(g):
+        for group, lines in grouped_recommendations(g, group_by):
             heading = ", ".join(
                 x for x in (f"Sweep {sweep}" if len(sweeps) > 1 else "", group) if x
             )
@@ -307,7 +363,9 @@ def latency_table(latency: pd.DataFrame, view: pd.DataFrame) -> list[HtmlTable]:
     sort = [c for c in (C.LABEL, C.LAT_INPUT_SIZE, C.LAT_BATCH_SIZE) if c in cols]
     lat = lat.sort_values(sort) if sort else lat
     header = ["trial" if c == C.LABEL else c for c in cols]
-    return [_table(lat, cols, "Latency measurements", header=header, table_id="latency")]
+    t = _table(lat, cols, "Latency measurements", header=header, table_id="latency")
+    t.collapsed = len(lat) > COLLAPSE_ROWS
+    return [t]
 
 
 def environment(tables: Tables) -> Section | None:
@@ -361,17 +419,61 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "sweep"
 
 
+# Interactive figures (plotly) that replace the static ones of the same id unless --static:
+# (id, caption, draw(sweep's tables, sweep's trial view, div id, group_by) -> HTML | None).
+IFigFn = Callable[[Tables, pd.DataFrame, str, "str | None"], "str | None"]
+INTERACTIVE: dict[str, tuple[str, IFigFn]] = {
+    "complexity": (
+        "Choose the axes and a constraint; hover a point for the trial's parameters and metrics; "
+        "click a legend entry to hide a group, double-click to isolate it. The dashed red line "
+        "is the Pareto front of the points that meet the constraint; greyed points fail it. "
+        "Diamonds are group means with 95% error bars (Student's t).",
+        lambda t, v, uid, gb: interactive.explorer(v, uid, gb),
+    ),
+    "curves": (
+        "Solid: validation, dotted: training. One colour per group of repeats (thin: each "
+        "trial, thick: the group's mean); one row per stage. Click a legend entry to hide a group, double-click to isolate it.",
+        lambda t, v, uid, gb: interactive.curves(t.get(C.EPOCHS), v, uid, gb),
+    ),
+    "latency": (
+        "Median forward latency at the smallest batch size, measured after warm-up with the "
+        "device synchronized. With one input size, a sorted chart of the trials.",
+        lambda t, v, uid, gb: interactive.latency_view(t.get(C.LATENCY), v, uid, gb),
+    ),
+    "memory": (
+        "The sweep's peak-memory figure per trial, sorted; hover for the trial.",
+        lambda t, v, uid, gb: interactive.memory_view(v, uid, gb),
+    ),
+}
+
+
 def figure_section(
-    sid: str, title: str, draw: PlotFn, tables: Tables, view: pd.DataFrame
+    sid: str,
+    title: str,
+    draw: PlotFn,
+    tables: Tables,
+    view: pd.DataFrame,
+    *,
+    static: bool = True,
+    group_by: str | None = None,
 ) -> Section | None:
     """One figure per sweep that has the data (one figure in all for a single sweep)."""
     sweeps = _sweeps(view) or [(None, view)]
     parts = []
     caption = ""
-    for sweep, v in sweeps:
+    for i, (sweep, v) in enumerate(sweeps):
         sub = Tables(
             root=tables.root, frames={n: for_sweep(df, sweep) for n, df in tables.frames.items()}
         )
+        heading = f"Sweep {sweep}" if len(sweeps) > 1 else ""
+        if not static and sid in INTERACTIVE:
+            caption, idraw = INTERACTIVE[sid]
+            html = idraw(sub, v, f"fig-{sid}-{i}", group_by)
+            if html is None:
+                continue
+            extra = latency_table(sub.get(C.LATENCY), v) if sid == "latency" else []
+            parts.append(Part(heading=heading, html=[html], tables=extra))
+            continue
         plot = draw(sub, v, plots.Palette(list(v[C.LABEL]) if C.LABEL in v else []))
         if plot is None:
             continue
@@ -387,16 +489,23 @@ def figure_section(
     return Section(sid, title, intro=caption, parts=parts)
 
 
-def build_sections(tables: Tables) -> list[Section]:
-    """Every section whose data exists, in reading order."""
+def build_sections(
+    tables: Tables, *, static: bool = True, group_by: str | None = None
+) -> list[Section]:
+    """Every section whose data exists, in reading order; `static=False` draws the figures
+    that have an interactive version with plotly, `group_by` names the pooled keys."""
     view = trial_view(tables)
     builders: list[Callable[[], Section | None]] = [
         lambda: overview(tables, view),
-        lambda: recommendations_section(view),
-        lambda: summary(view),
+        lambda: recommendations_section(view, group_by),
+        lambda: summary(view, group_by),
         lambda: speedups_section(view),
         *[
-            (lambda sid=sid, title=title, draw=draw: figure_section(sid, title, draw, tables, view))
+            (
+                lambda sid=sid, title=title, draw=draw: figure_section(
+                    sid, title, draw, tables, view, static=static, group_by=group_by
+                )
+            )
             for sid, title, draw in FIGURES
         ],
         lambda: environment(tables),

@@ -148,12 +148,15 @@ def _config_bits(col: str, value: object) -> list[str]:
     return [f"{_short(col)}={_fmt_value(value)}"]
 
 
-def _labels(trials: pd.DataFrame, prefixes: tuple[str, ...] | None = None) -> pd.Series:
+def _labels(
+    trials: pd.DataFrame, prefixes: tuple[str, ...] | None = None, *, unique: bool = True
+) -> pd.Series:
     """A short human name per trial: model name plus the config values its sweep varied.
 
     With `prefixes`, only varied config keys under those prefixes count (e.g. the ones that
     change the network, not the optimizer). Names are unique within a sweep unless `prefixes`
-    is given, where trials that share an architecture share a name on purpose.
+    is given, where trials that share an architecture share a name on purpose, or `unique` is
+    False (repeats of one config share it: the name of their group).
     """
     labels = pd.Series("", index=trials.index, dtype=object)
     groups = trials.groupby(C.SWEEP, sort=False) if C.SWEEP in trials else [(None, trials)]
@@ -176,7 +179,7 @@ def _labels(trials: pd.DataFrame, prefixes: tuple[str, ...] | None = None) -> pd
                 if staged and pd.notna(stage):
                     bits.append(f"[{stage}]")
                 labels[idx] = " ".join(bits) or str(row[C.TRIAL_ID])
-    if prefixes is None:
+    if prefixes is None and unique:
         # Two trials with the same config (seeds, repeats) still need distinct names.
         keys = [trials[C.SWEEP], labels] if C.SWEEP in trials else [labels]
         dup = pd.DataFrame({i: k for i, k in enumerate(keys)}).duplicated(keep=False)
@@ -233,7 +236,7 @@ def trial_view(tables: Tables) -> pd.DataFrame:
         for col in from_epochs.columns:
             if col.startswith(C.MEM_PREFIX) and col.endswith(C.MEM_SUFFIX):
                 view[col] = from_epochs[col].reindex(view.index).fillna(view[col])
-    view = view.reset_index()
+    view = view.reset_index().copy()  # combine_first leaves a fragmented frame
     if list(trials.columns):
         # combine_first sorts columns; keep the trials table's order first for readable output.
         order = [c for c in trials.columns if c in view] + [c for c in view if c not in trials]

@@ -191,7 +191,7 @@ def test_restored_mlflow_sink_finds_its_runs_and_logs_no_step_twice(tmp_path: Pa
     import pickle
 
     from orchestrator.sinks.mlflow_runs import MlflowSink
-    from tests.test_sinks import FACTS, FakeTrial, epoch
+    from tests.integration.test_sinks import FACTS, FakeTrial, epoch
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     sink = MlflowSink(

@@ -44,7 +44,7 @@ def full(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
     """Three sweeps (train, lora, prune_recover) in one output, and their report."""
     root = tmp_path_factory.mktemp("report")
     out = write_all(root / "out")
-    html_path = build_report(out, root / "site" / "report.html")
+    html_path = build_report(out, root / "site" / "report.html", static=True)
     return out, html_path, html_path.read_text(encoding="utf-8")
 
 
@@ -158,7 +158,9 @@ def test_smallest_lora_rank_within_one_point_is_recommended(tmp_path: Path) -> N
     # Rank 4 is 1.5 points behind the best (rank 16): out. Rank 8 is 0.8 points behind: the
     # smallest adapter within one point. Rank 0 (full fine-tune) is no adapter.
     _lora_sweep(tmp_path / "out", {0: 0.900, 4: 0.905, 8: 0.912, 16: 0.920})
-    html = build_report(tmp_path / "out", tmp_path / "r.html").read_text(encoding="utf-8")
+    html = build_report(tmp_path / "out", tmp_path / "r.html", static=True).read_text(
+        encoding="utf-8"
+    )
     lines = [line for line in re.findall(r"<li>(.*?)</li>", html) if "LoRA rank" in line]
     assert lines == [
         "Smallest LoRA rank within one point of the best LoRA/full result: rank 8 "
@@ -170,7 +172,9 @@ def test_no_lora_rank_recommended_when_only_the_full_finetune_is_near_the_best(
     tmp_path: Path,
 ) -> None:
     _lora_sweep(tmp_path / "out", {0: 0.920, 4: 0.880, 8: 0.905, 16: 0.909})
-    html = build_report(tmp_path / "out", tmp_path / "r.html").read_text(encoding="utf-8")
+    html = build_report(tmp_path / "out", tmp_path / "r.html", static=True).read_text(
+        encoding="utf-8"
+    )
     assert "Best accuracy: vit_tiny_patch16_224 rank=0" in html
     assert "Smallest LoRA rank" not in html
 
@@ -180,7 +184,7 @@ def test_sections_absent_without_their_data(tmp_path: Path) -> None:
     write_quickstart(out, np.random.default_rng(0), gpu=False)
     shutil.rmtree(out / "latency")
     shutil.rmtree(out / "trials")
-    page = parse(build_report(out, tmp_path / "r.html").read_text(encoding="utf-8"))
+    page = parse(build_report(out, tmp_path / "r.html", static=True).read_text(encoding="utf-8"))
     # Epochs alone: curves (also per model family), summary and CPU memory; no cost axis but
     # memory for the trade-off.
     assert set(page.sections) == {
@@ -217,7 +221,7 @@ def test_failed_trial_is_listed(tmp_path: Path) -> None:
         "Traceback ...\ntorch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2 GiB"
     )
     pq.write_table(pa.Table.from_pandas(df, preserve_index=False), part)
-    html = build_report(out, tmp_path / "r.html").read_text(encoding="utf-8")
+    html = build_report(out, tmp_path / "r.html", static=True).read_text(encoding="utf-8")
     assert "1 of 4 trials did not finish (status ERROR)" in html
     assert "CUDA out of memory. Tried to allocate 2 GiB" in html
     statuses = [r["status"][0] for r in parse(html).tables["summary-quickstart"].records()]
@@ -280,7 +284,7 @@ def test_schema_drift_between_parts_keeps_every_column(tmp_path: Path) -> None:
     )
     # The atomic writer's in-flight file must be ignored.
     (out / "epochs" / ".b.parquet.tmp").write_bytes(b"partial")
-    page = parse(build_report(out, tmp_path / "r.html").read_text(encoding="utf-8"))
+    page = parse(build_report(out, tmp_path / "r.html", static=True).read_text(encoding="utf-8"))
     rec = {r["trial_id"][0]: r for r in page.tables["summary-s"].records()}
     assert rec["b"]["lora.rank"][0] == "8" and float(rec["b"]["lora.rank"][1]) == 8
     assert rec["a"]["lora.rank"][0] == "-"
@@ -309,7 +313,7 @@ def test_memory_is_peak_over_epochs_and_json_config_reads_well(tmp_path: Path) -
         _write_rows(out, "epochs", tid, epochs)
         # As the sink writes it: the final epoch's metrics.
         _write_rows(out, "trials", tid, [{**epochs[-1], "status": "TERMINATED", "error": None}])
-    page = parse(build_report(out, tmp_path / "r.html").read_text(encoding="utf-8"))
+    page = parse(build_report(out, tmp_path / "r.html", static=True).read_text(encoding="utf-8"))
     rec = {r["trial_id"][0]: r for r in page.tables["summary-s"].records()}
     assert rec["a"]["mem/cpu_peak_rss_mb"] == ("1,000", "1000.0")
     assert rec["b"]["mem/cpu_peak_rss_mb"] == ("800", "800.0")

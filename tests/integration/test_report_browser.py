@@ -25,7 +25,7 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("browser")
-    return build_report(write_all(root / "out"), root / "report.html")
+    return build_report(write_all(root / "out"), root / "report.html", static=True)
 
 
 def test_every_plot_decodes_in_chromium(report: Path, tmp_path: Path) -> None:

@@ -91,7 +91,7 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame, 
             assert code == 0, f"the {name} sweep failed"
     finally:
         mp.undo()
-    html = build_report(out).read_text(encoding="utf-8")
+    html = build_report(out, static=True).read_text(encoding="utf-8")
     return out, read(out, "trials"), html
 
 

@@ -68,7 +68,7 @@ def swept(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
     # The sweep tells the user where the report comes from.
     assert f"python -m orchestrator report {root / 'out'}" in " ".join(run.stdout.split())
     report = subprocess.run(
-        [sys.executable, "-m", "orchestrator", "report", str(root / "out")],
+        [sys.executable, "-m", "orchestrator", "report", str(root / "out"), "--static"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -147,3 +147,33 @@ def test_real_report_draws_in_chromium(swept: tuple[Path, Path, str], tmp_path: 
     assert found, run.stderr[-2000:]
     drawn, images, _ = map(int, found.groups())
     assert drawn == images == len(parse(html).plots)
+
+
+def test_interactive_report_of_the_real_sweep(
+    swept: tuple[Path, Path, str], tmp_path: Path
+) -> None:
+    """The default report of the same tables: plotly figures, plotly.js embedded once."""
+    out, _, _ = swept
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator",
+            "report",
+            str(out),
+            "--out",
+            str(tmp_path / "i.html"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    html = (tmp_path / "i.html").read_text(encoding="utf-8")
+    assert "could not be drawn" not in html
+    assert html.count("lvmExplorer(document.getElementById") == 1
+    # The explorer, curves, latency and memory are plotly figures; plotly.js is inlined once.
+    assert html.count('class="iplot"') == 4
+    assert html.count("* plotly.js v") == 1
+    assert not re.findall(r'<(?:script|link|img)[^>]+(?:src|href)="(https?:[^"]+)"', html)
