@@ -252,17 +252,21 @@ def run(args: argparse.Namespace) -> int:
 def print_trial_metrics(output: Path, sweep: SweepConfig, trial_id: str) -> None:
     """The trial's final figures (its trainable's summary columns) and its caveats, from the
     row it wrote to the `trials` table."""
-    from orchestrator.driver.run_summary import (
+    import pandas as pd
+
+    from orchestrator.driver.trial_columns import (
         COLUMNS_BY_TRAINABLE,
         PEAK_MEM,
         TRAIN_COLUMNS,
         peak_memory,
         sig,
-        trials_frame,
     )
     from orchestrator.report.caveats import trial_caveats
 
-    rows = trials_frame(output, sweep.name, [trial_id])
+    if not (output / "trials").is_dir():
+        return
+    rows = pd.read_parquet(output / "trials")
+    rows = rows[(rows["sweep"] == sweep.name) & (rows["trial_id"] == trial_id)]
     if rows.empty:
         return
     row = rows.iloc[-1]
