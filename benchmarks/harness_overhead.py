@@ -12,12 +12,22 @@ two ways in one run, alternating:
   5 ms, the default for-loop 34 ms of a 140 ms step).
 
 Training throughput (samples / epoch wall time) of the epochs after the first (warm-up) is
-compared. Each round runs both ways back to back (the order alternating between rounds) and gives
-one ratio; the median of the rounds' ratios counts, so a slow minute of a shared machine moves
-both sides of a ratio rather than one. Target: lvmbench / bare >= 0.97.
+compared. Each round runs both ways back to back (ABAB: the order alternating between rounds) and
+gives one ratio; the median of the rounds' ratios counts, printed with its spread (min-max and
+IQR), so a slow minute of a shared machine moves both sides of a ratio rather than one. Target:
+lvmbench / bare >= 0.97. The load average is printed first; on a busy machine (1-minute load above
+half the cores) the script refuses, exit 3, unless `--force`.
+
+Output (the last line is the figure):
+
+    machine: load average 0.10, 0.30, 0.40 on 2 cores
+    resnet18 @ 32px, batch 64, 2 threads, ...
+    bare PyTorch loop :   ... samples/s  (rounds: ...)
+    lvmbench trial    :   ... samples/s  (rounds: ...)
+    ratio lvmbench / bare: median 0.99x (spread over 5 rounds: a-b, IQR c-d; rounds ...; target >= 0.97)
 
     python benchmarks/harness_overhead.py [--model resnet18] [--img-size 32] [--batch-size 64]
-        [--threads 2] [--epochs 3] [--rounds 5]
+        [--threads 2] [--epochs 3] [--rounds 5] [--force]
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ import time
 from typing import Any
 
 import torch
+from _quiet import add_force_flag, quiet_or_exit, ratio_line  # benchmarks/_quiet.py
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -103,7 +114,9 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--rounds", type=int, default=5)
+    add_force_flag(p)
     args = p.parse_args()
+    quiet_or_exit(args.force)
     torch.set_num_threads(args.threads)
     results: dict[str, list[float]] = {"lvmbench": [], "bare": []}
     ways = [("bare", bare_epochs), ("lvmbench", lvmbench_epochs)]
@@ -123,10 +136,7 @@ def main() -> int:
     )
     print(f"bare PyTorch loop : {bare:8.1f} samples/s  (rounds: {_fmt(results['bare'])})")
     print(f"lvmbench trial    : {lvm:8.1f} samples/s  (rounds: {_fmt(results['lvmbench'])})")
-    print(
-        f"ratio lvmbench / bare: {statistics.median(ratios):.3f}  (target >= 0.97; median of the "
-        f"rounds' ratios {_fmt(ratios, 3)})"
-    )
+    print(ratio_line("ratio lvmbench / bare", ratios, "target >= 0.97"))
     waited = statistics.median(LOCK_WAITS) if LOCK_WAITS else 0.0
     if waited > 0.01:
         print(

@@ -1,30 +1,45 @@
-"""Does the latency profiler agree with `torch.utils.benchmark`? Alone, and beside a training trial.
+"""Does the latency profiler agree with `torch.utils.benchmark`? Alone, beside a training trial,
+and in a trial of a real sweep (`python -m orchestrator`).
 
-For each model (default ResNet-50 and ViT-B/16, batch 1, 224 px, fp32, random weights), side by
-side in one process with the same torch thread count:
+For each model (default ResNet-50 and ViT-B/16, batch 1, 224 px, fp32, random weights, a 10-class
+head as the sweep's trials have), with the same torch thread count on both sides:
 
-- `profiler`: `profilers.latency.measure_latency` as a trial runs it (its default warm-up, repeats
-  and time budget, inside the device's exclusive window), the median forward;
-- `torch.utils.benchmark`: `Timer(...).blocked_autorange()` on the same model and input under
-  `torch.inference_mode()`, its median.
+- `profiler`: `profilers.latency.measure_latency` as a trial runs it (10 warm-ups, 30 repeats,
+  its time budget, inside the device's exclusive window), the median forward;
+- `reference`: `torch.utils.benchmark.Timer(...).blocked_autorange()` on the same model and input
+  under `torch.inference_mode()`, its median.
 
-Two cases:
-1. **alone**: nothing else of lvmbench runs;
+Cases, each printed as the median of the per-round ratios profiler / reference with their spread:
+
+1. **alone**, in this process: each round times both sides back to back, ABAB (the profiler first
+   in even rounds, the reference first in odd ones), so drift and order effects hit both sides.
+   Target: within 5% (0.95-1.05).
 2. **beside a trial**: a second lvmbench trial trains on this node (`python -m orchestrator trial`
-   on a one-trial sweep, in a subprocess, sharing the device lock directory), the case the
-   exclusive window (`profilers.device_lock`) is there for: its steps pause while the profiler
-   holds the window. The profiler's median is compared with the reference measured alone; the
-   reference is also measured beside the trial without the window (what timing would read without
-   it) and inside the window (the same pause, applied to the reference).
+   in a subprocess, sharing the device lock directory), the case the exclusive window
+   (`profilers.device_lock`) is for: its steps pause while the profiler holds the window. Each
+   round: the profiler beside it, then the reference inside the same window (ABAB again); the
+   ratio is profiler / reference alone (what a user compares with). Target: within 10%.
+3. **through `python -m orchestrator`**: a real sweep, one trial per model, run as a subprocess
+   (`max_concurrent_trials: 1`: each trial alone), its `latency` table read back; rounds alternate
+   sweep / reference (ABAB), the ratio is the trial's p50 over the reference of the same round.
+   Then the same sweep beside the training trial of case 2. Targets: 5% alone, 10% beside.
 
-Target: profiler / reference within 10% in both cases. Each figure is the median of `--rounds`
-rounds in ABBA order (profiler first, then the reference first, ...), so drift and order effects
-hit both sides. The lock only
-holds lvmbench trials off: on a machine shared with other programs both sides are as noisy as
-the machine (the script prints the load average beside the figures).
+Every row also prints the points' `cv` and `cpu_share` (`profilers/latency.py`): a cpu_share well
+below 1 says the timing thread waited for a core, i.e. the machine was busy. The load average is
+printed first; the script refuses to measure on a busy machine (1-minute load above half the
+cores, exit 3) unless `--force`, and exits 1 when a figure misses its target.
 
     .venv/bin/python benchmarks/latency_agreement.py [--models resnet50 vit_base_patch16_224]
-        [--img-size 224] [--threads 1] [--rounds 4] [--no-contended] [--smoke]
+        [--img-size 224] [--threads 1] [--rounds 4] [--sweep-rounds 2] [--no-contended]
+        [--no-sweep] [--smoke] [--force]
+
+Output (one line per case and model; the figure is the median):
+
+    machine: load average 0.05, 0.20, 0.30 on 2 cores
+    alone        resnet50: median 1.004 (spread over 4 rounds: 0.99-1.01, ...; target 0.95-1.05) ok
+    beside trial resnet50: median 1.03 (...; target 0.90-1.10) ok
+    sweep alone  resnet50: ...
+    sweep beside resnet50: ...
 """
 
 from __future__ import annotations
@@ -41,7 +56,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _quiet import add_force_flag, load_line, quiet_or_exit, ratio_line
+
 ROOT = Path(__file__).resolve().parent.parent
+NUM_CLASSES = 10
+WARMUP, REPEATS = 10, 30
 # The second trial: a small model training on synthetic data until it is stopped; its steps take
 # the device lock shared (the time profiler's StepTimer), as every lvmbench trial's do.
 NEIGHBOUR_SWEEP = """
@@ -55,6 +74,21 @@ device: cpu
 checkpoint: {enabled: false}
 profilers: {latency: false, flops: false, memory: false}
 resources: {cpu: 1}
+"""
+# One one-batch trial per model, one at a time, with the latency profiler as the comparison runs it.
+AGREE_SWEEP = """
+name: {name}
+trainable: train
+model: {{name: {first}, img_size: {img}}}
+dataset: {{name: synthetic, num_samples: 8, num_classes: {classes}}}
+optim: {{batch_size: 2, epochs: 1, max_train_batches: 1, max_val_batches: 1}}
+precision: fp32
+device: cpu
+checkpoint: {{enabled: false}}
+profilers: {{latency: {{input_sizes: [{img}], batch_sizes: [1], warmup: {warmup}, repeats: {repeats}}}}}
+resources: {{cpu: {threads}}}
+max_concurrent_trials: 1
+search: {{model.name: {{grid: [{models}]}}}}
 """
 
 
@@ -75,53 +109,108 @@ def reference_ms(model: Any, x: Any, threads: int, window: Any = None) -> float:
     return measured.median * 1e3
 
 
-def profiler_ms(model: Any, img: int) -> tuple[float, bool]:
-    """The latency profiler's median at batch 1 and whether its window was exclusive."""
+def profiler_row(model: Any, img: int) -> dict[str, Any]:
+    """The latency profiler's batch-1 row, as a trial measures it."""
     from profilers.latency import measure_latency
-    from profilers.profile_config import LatencyProfilerConfig
 
-    lat = LatencyProfilerConfig()
     row = measure_latency(
         model,
         "cpu",
         input_sizes=[img],
         batch_sizes=[1],
-        warmup=lat.warmup,
-        repeats=lat.repeats,
-        max_point_s=lat.max_point_s,
+        warmup=WARMUP,
+        repeats=REPEATS,
         exclusive=True,
     )[0]
     if row["status"] != "ok":
         raise RuntimeError(f"latency point failed: {row['error']}")
-    return row["latency_ms_p50"], bool(row["exclusive"])
+    return row
 
 
-def measure(model: Any, img: int, threads: int, rounds: int, contended: bool) -> dict[str, Any]:
+def in_process(
+    model: Any, img: int, threads: int, rounds: int, alone_ref: float | None
+) -> dict[str, Any]:
+    """Per-round ratios profiler / reference, ABAB. Beside a trial (`alone_ref` given) the
+    reference runs inside the exclusive window and the ratio is taken to `alone_ref`."""
     import torch
 
     from profilers.device_lock import lock_for
 
     x = torch.randn(1, 3, img, img)
-    ours, ref, ref_window, exclusive = [], [], [], []
+    ratios, rows, refs = [], [], []
     for i in range(rounds):
-        # ABBA: the reference goes first every other round, so order effects cancel.
+        window = lock_for("cpu").exclusive() if alone_ref is not None else None
         if i % 2:
-            ref.append(reference_ms(model, x, threads))
-        ms, excl = profiler_ms(model, img)
-        ours.append(ms)
-        exclusive.append(excl)
-        if not i % 2:
-            ref.append(reference_ms(model, x, threads))
-        if contended:
-            ref_window.append(reference_ms(model, x, threads, lock_for("cpu").exclusive()))
-    out = {
-        "profiler_ms": statistics.median(ours),
-        "reference_ms": statistics.median(ref),
-        "exclusive": all(exclusive),
-    }
-    if contended:
-        out["reference_window_ms"] = statistics.median(ref_window)
-    return out
+            ref = reference_ms(model, x, threads, window)
+            row = profiler_row(model, img)
+        else:
+            row = profiler_row(model, img)
+            ref = reference_ms(model, x, threads, window)
+        rows.append(row)
+        refs.append(ref)
+        ratios.append(row["latency_ms_p50"] / (alone_ref if alone_ref is not None else ref))
+    return {"ratios": ratios, "rows": rows, "reference_ms": statistics.median(refs)}
+
+
+def run_sweep(work: Path, name: str, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """One real sweep (a subprocess), one trial per model; its batch-1 latency rows by model."""
+    import pandas as pd
+
+    sweep = work / f"{name}.yaml"
+    sweep.write_text(
+        AGREE_SWEEP.format(
+            name=name,
+            first=args.models[0],
+            img=args.img_size,
+            classes=NUM_CLASSES,
+            warmup=WARMUP,
+            repeats=REPEATS,
+            threads=args.threads,
+            models=", ".join(args.models),
+        )
+    )
+    out = work / f"out-{name}"
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator", str(sweep), "--output", str(out), "--quiet"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}"},
+        timeout=1800,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"the sweep exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    lat = pd.read_parquet(out / "latency")
+    lat = lat[(lat["batch_size"] == 1) & (lat["status"] == "ok")]
+    return {str(r["model.name"]): r.to_dict() for _, r in lat.iterrows()}
+
+
+def through_sweep(
+    models: dict[str, Any],
+    work: Path,
+    args: argparse.Namespace,
+    tag: str,
+    alone_refs: dict[str, float] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Rounds of sweep / reference (ABAB); per model the ratios trial p50 / reference. Beside a
+    trial (`alone_refs` given) the ratios are to the references measured alone."""
+    import torch
+
+    x = torch.randn(1, 3, args.img_size, args.img_size)
+    got: dict[str, dict[str, Any]] = {n: {"ratios": [], "rows": []} for n in models}
+    for i in range(args.sweep_rounds):
+        refs: dict[str, float] = dict(alone_refs or {})
+        if i % 2 and alone_refs is None:
+            refs = {n: reference_ms(m, x, args.threads) for n, m in models.items()}
+        rows = run_sweep(work, f"agree_{tag}_{i}", args)
+        if not i % 2 and alone_refs is None:
+            refs = {n: reference_ms(m, x, args.threads) for n, m in models.items()}
+        for name in models:
+            if name not in rows:
+                raise RuntimeError(f"the sweep's latency table has no batch-1 row for {name}")
+            got[name]["rows"].append(rows[name])
+            got[name]["ratios"].append(rows[name]["latency_ms_p50"] / refs[name])
+    return got
 
 
 @contextlib.contextmanager
@@ -158,63 +247,85 @@ def neighbour_trial(workdir: Path, timeout_s: float = 300.0) -> Any:
         log.close()
 
 
-def main() -> None:
+def report(case: str, name: str, got: dict[str, Any], tolerance: float) -> bool:
+    """Print one figure line; True when the median ratio is within the tolerance."""
+    median = statistics.median(got["ratios"])
+    ok = abs(median - 1.0) <= tolerance
+    target = f"target {1 - tolerance:.2f}-{1 + tolerance:.2f}"
+    print(f"{ratio_line(f'{case:12s} {name}', got['ratios'], target)} {'ok' if ok else 'MISS'}")
+    cvs = [r["cv"] for r in got["rows"] if r.get("cv") is not None]
+    shares = [r["cpu_share"] for r in got["rows"] if r.get("cpu_share") is not None]
+    p50s = [r["latency_ms_p50"] for r in got["rows"]]
+    print(
+        f"{'':13s}profiler p50 {_fmt(p50s)} ms; cv {_fmt(cvs, 3)}; cpu_share {_fmt(shares, 3)}"
+        + (f"; reference {got['reference_ms']:.2f} ms" if "reference_ms" in got else "")
+    )
+    return ok
+
+
+def _fmt(values: list[float], digits: int = 2) -> str:
+    return ", ".join(f"{v:.{digits}f}" for v in values) or "-"
+
+
+def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--models", nargs="+", default=["resnet50", "vit_base_patch16_224"])
     p.add_argument("--img-size", type=int, default=224)
     p.add_argument("--threads", type=int, default=1, help="torch threads of both timers")
-    p.add_argument("--rounds", type=int, default=4)
-    p.add_argument("--no-contended", action="store_true", help="skip the case beside a trial")
-    p.add_argument("--smoke", action="store_true", help="resnet18 at 64 px, one round")
+    p.add_argument("--rounds", type=int, default=4, help="ABAB rounds in this process")
+    p.add_argument("--sweep-rounds", type=int, default=2, help="ABAB rounds of real sweeps")
+    p.add_argument("--no-contended", action="store_true", help="skip the cases beside a trial")
+    p.add_argument("--no-sweep", action="store_true", help="skip the python -m orchestrator cases")
+    p.add_argument("--smoke", action="store_true", help="resnet18 at 64 px, few rounds")
+    add_force_flag(p)
     args = p.parse_args()
+    quiet_or_exit(args.force)
     if args.smoke:
-        args.models, args.img_size, args.rounds = ["resnet18"], 64, 1
+        args.models, args.img_size, args.rounds, args.sweep_rounds = ["resnet18"], 64, 2, 1
 
     import timm
     import torch
 
     torch.set_num_threads(args.threads)
+    results: list[bool] = []
     with tempfile.TemporaryDirectory(prefix="lvm-agree-") as tmp:
         work = Path(tmp)
-        # A lock directory of its own, shared with the neighbour only.
+        # A lock directory of its own, shared with the neighbour and the sweeps only.
         os.environ["LVMBENCH_LOCK_DIR"] = str(work / "locks")
         models = {}
         for name in args.models:
             # Transformers bake the token grid into the model: build them at the timed size.
             extra = {"img_size": args.img_size} if "vit" in name else {}
-            models[name] = timm.create_model(name, pretrained=False, **extra).eval()
+            models[name] = timm.create_model(
+                name, pretrained=False, num_classes=NUM_CLASSES, **extra
+            ).eval()
         print(
-            f"cpu, {args.threads} thread(s), batch 1, {args.img_size} px, fp32, "
-            f"{args.rounds} round(s); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+            f"cpu, {args.threads} thread(s), batch 1, {args.img_size} px, fp32, warm-up {WARMUP}, "
+            f"repeats {REPEATS}; {args.rounds} round(s) in process, {args.sweep_rounds} of sweeps"
         )
         alone = {
-            n: measure(m, args.img_size, args.threads, args.rounds, False)
+            n: in_process(m, args.img_size, args.threads, args.rounds, None)
             for n, m in models.items()
         }
-        for name, r in alone.items():
-            print(
-                f"alone        {name:24s} profiler {r['profiler_ms']:8.2f} ms  "
-                f"torch.utils.benchmark {r['reference_ms']:8.2f} ms  "
-                f"ratio {r['profiler_ms'] / r['reference_ms']:.3f}"
-            )
-        if args.no_contended:
-            return
-        with neighbour_trial(work):
-            beside = {
-                n: measure(m, args.img_size, args.threads, args.rounds, True)
-                for n, m in models.items()
-            }
-        print(f"load average after: {os.getloadavg()[0]:.1f}")
-        for name, r in beside.items():
-            ref = alone[name]["reference_ms"]
-            print(
-                f"beside trial {name:24s} profiler {r['profiler_ms']:8.2f} ms (exclusive: "
-                f"{r['exclusive']})  ratio to reference alone {r['profiler_ms'] / ref:.3f}; "
-                f"reference beside it {r['reference_ms']:8.2f} ms (ratio {r['reference_ms'] / ref:.3f}), "
-                f"in the window {r['reference_window_ms']:8.2f} ms "
-                f"(profiler / it {r['profiler_ms'] / r['reference_window_ms']:.3f})"
-            )
+        for name, got in alone.items():
+            results.append(report("alone", name, got, 0.05))
+        if not args.no_sweep:
+            for name, got in through_sweep(models, work, args, "alone").items():
+                results.append(report("sweep alone", name, got, 0.05))
+        if not args.no_contended:
+            with neighbour_trial(work):
+                print(f"beside a training trial ({load_line()})")
+                for name, m in models.items():
+                    ref = alone[name]["reference_ms"]
+                    got = in_process(m, args.img_size, args.threads, args.rounds, ref)
+                    results.append(report("beside trial", name, got, 0.10))
+                if not args.no_sweep:
+                    refs = {n: r["reference_ms"] for n, r in alone.items()}
+                    for name, got in through_sweep(models, work, args, "beside", refs).items():
+                        results.append(report("sweep beside", name, got, 0.10))
+        print(f"after: {load_line()}")
+    return 0 if all(results) else 1
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -23,6 +23,7 @@ import statistics
 import time
 from typing import Any
 
+from _quiet import add_force_flag, quiet_or_exit  # benchmarks/_quiet.py
 from torch import nn
 
 from profilers.step_timer import synchronize
@@ -87,7 +88,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="ABBA rounds (2 epochs each side)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--subset", type=int, default=None, help="cap samples per split")
+    add_force_flag(ap)
     args = ap.parse_args()
+    quiet_or_exit(args.force)
 
     cfg = TrialConfig.model_validate(
         {

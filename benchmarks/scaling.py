@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from _quiet import add_force_flag, quiet_or_exit  # benchmarks/_quiet.py
 
 
 def sweep_dict(args: argparse.Namespace, name: str, resources: dict[str, Any], batch: int) -> dict:
@@ -89,7 +90,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=1, help="pairs of runs (medians)")
     parser.add_argument("--cpus", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--no-gpu", action="store_true", help="skip 1 GPU vs N GPUs")
+    add_force_flag(parser)
     args = parser.parse_args(argv)
+    quiet_or_exit(args.force)
 
     if args.cpus < 2:
         raise SystemExit("--cpus: data parallelism over cores needs 2 or more")

@@ -61,6 +61,12 @@ def _add_run(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--resume", action="store_true", help="continue the last interrupted run")
     p.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="with --resume: run the trials that errored again, under their own trial id, from "
+        "their last checkpoint if they saved one (finished ones stay as they are)",
+    )
+    p.add_argument(
         "--smoke",
         action="store_true",
         help="one epoch, few small batches: proves it runs (swaps unreachable weights/data, says so)",
@@ -211,6 +217,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.retry_failed and not args.resume:
+        print(
+            "error: --retry-failed re-runs the errored trials of an earlier run: add --resume",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
     try:
         sweep, text = _load(args.sweep, smoke=args.smoke)
     except SweepError as err:
@@ -235,6 +247,7 @@ def execute(sweep: SweepConfig, sweep_text: str, args: argparse.Namespace) -> in
     """
     from orchestrator.driver.interrupts import catch_stop, exit_code, resume_command
     from orchestrator.driver.offline import check_offline
+    from orchestrator.driver.preflight import check_plan as check_resources
     from orchestrator.driver.run_summary import print_run_summary
     from orchestrator.driver.stages import build_plan, run_plan
 
@@ -247,6 +260,7 @@ def execute(sweep: SweepConfig, sweep_text: str, args: argparse.Namespace) -> in
     source = str(getattr(args, "sweep", None) or sweep.name)
     try:
         plan = build_plan(sweep, source=source, adjust=adjust)
+        check_resources(plan, address=args.address)  # every stage, before Ray or a file
         check_plan(plan)
         with catch_stop():
             outcomes = run_plan(
@@ -258,6 +272,7 @@ def execute(sweep: SweepConfig, sweep_text: str, args: argparse.Namespace) -> in
                 tracking_uri=args.tracking_uri,
                 verbose=0 if args.quiet else 1,
                 storage=getattr(args, "storage", None),
+                retry_failed=bool(getattr(args, "retry_failed", False)),
             )
     except SweepError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -281,7 +296,7 @@ def execute(sweep: SweepConfig, sweep_text: str, args: argparse.Namespace) -> in
 
 def check_plan(plan: list[Any]) -> None:
     """The checks a trial would fail on, done once on the driver (SweepError, exit 2)."""
-    from orchestrator.driver.preflight import check_stage
+    from orchestrator.driver.lora_targets import check_stage
 
     for stage in plan:
         check_stage(stage.sweep)

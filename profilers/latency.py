@@ -9,6 +9,15 @@ early (at no fewer than 3) once a point has used `max_point_s` seconds, so a lar
 still finishes; the row says how many repeats it got. ViTs and Swins run other sizes through timm's
 dynamic image size (`profilers.input_size`), so the weights measured are the trial's.
 
+The timed forwards run as `torch.utils.benchmark` (through `timeit`) runs its own: Python's garbage
+collector is collected once before and switched off during them, so a collection of a large
+process's heap (a Ray worker holds Ray, Tune, Accelerate, pydantic, ...) cannot land inside one
+forward. Each point records its own spread (`cv`) and, on the host clock, the share of its wall
+time the timing thread was on a CPU (`cpu_share`, from the thread's CPU clock): a share well below
+1 means the thread was waiting for a core (another process on the machine), not running slower.
+A point whose `cv` is above `NOISY_CV` (0.10) is `noisy`: quote it with its spread, or measure again
+on a quieter machine.
+
 Columns of a row:
 
 | column                     | unit      | meaning                                                     |
@@ -19,6 +28,9 @@ Columns of a row:
 | `latency_ms_p50`           | ms        | median time of one forward of the whole batch               |
 | `latency_ms_p90`, `_p99`   | ms        | 90th / 99th percentile (linear interpolation; with 30 repeats p99 is close to the maximum) |
 | `latency_ms_mean`, `_stdev`, `_min` | ms | mean, sample standard deviation, minimum                 |
+| `cv`                       | ratio     | coefficient of variation of the timed forwards: stdev / mean |
+| `noisy`                    | bool      | `cv` above `NOISY_CV` (0.10): the point is not to be quoted without its spread |
+| `cpu_share`                | ratio     | host clock only: thread CPU time / wall time of the timed forwards (below ~0.9: the thread waited for a core) |
 | `per_sample_ms_p50`        | ms        | `latency_ms_p50 / batch_size`; at batch 1 this is per-instance latency |
 | `throughput_samples_per_s` | samples/s | `batch_size * repeats / sum of the timed forwards`          |
 | `warmup`, `repeats`        | count     | untimed and timed forwards actually run                     |
@@ -33,12 +45,15 @@ Flat keys for the trial summary (`latency_metrics`), at the trial's input size a
 |------------------------------|-----------|-----------------------------------------------------|
 | `latency/b1_ms_p50`          | ms        | per-instance latency (batch 1), median              |
 | `latency/b1_ms_p99`          | ms        | per-instance latency (batch 1), 99th percentile     |
+| `latency/b1_cv`              | ratio     | coefficient of variation of that batch-1 point      |
+| `latency/b1_noisy`           | bool      | that point's `cv` is above `NOISY_CV`               |
 | `latency/max_samples_per_s`  | samples/s | best throughput over the measured batch sizes       |
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import statistics
 import time
 from collections.abc import Iterable
@@ -56,6 +71,16 @@ declare(
     {
         "latency/b1_ms_p50": (F, "ms", "median forward latency at batch 1 (per-instance latency)"),
         "latency/b1_ms_p99": (F, "ms", "99th percentile forward latency at batch 1"),
+        "latency/b1_cv": (
+            F,
+            "ratio",
+            "coefficient of variation (stdev / mean) of the batch-1 timed forwards",
+        ),
+        "latency/b1_noisy": (
+            B,
+            "",
+            "the batch-1 point's cv is above profilers.latency.NOISY_CV (0.10)",
+        ),
         "latency/max_samples_per_s": (
             F,
             "samples/s",
@@ -87,6 +112,13 @@ declare_table(
         "latency_ms_mean": (F, "ms", "mean"),
         "latency_ms_stdev": (F, "ms", "sample standard deviation"),
         "latency_ms_min": (F, "ms", "fastest forward"),
+        "cv": (F, "ratio", "coefficient of variation of the timed forwards (stdev / mean)"),
+        "noisy": (B, "", "cv above profilers.latency.NOISY_CV (0.10): quote with its spread"),
+        "cpu_share": (
+            F,
+            "ratio",
+            "host clock: thread CPU time / wall time of the timed forwards (null on CUDA)",
+        ),
         "per_sample_ms_p50": (F, "ms", "p50 / batch size"),
         "throughput_samples_per_s": (F, "samples/s", "batch x repeats / timed seconds"),
         "warmup": (INT, "count", "untimed forwards run first"),
@@ -102,6 +134,10 @@ declare_table(
 
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+# A point whose timed forwards vary more than this (stdev / mean) is flagged `noisy`. A quiet CPU
+# gives 0.01-0.05 at batch 1 (ResNet-50, ViT-B/16); a neighbour taking the core half the time
+# gives 0.2 and more.
+NOISY_CV = 0.10
 
 
 def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
@@ -109,6 +145,26 @@ def autocast_context(device: torch.device, precision: str) -> contextlib.Abstrac
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=DTYPES[precision])
+
+
+@contextlib.contextmanager
+def gc_paused() -> Any:
+    """Collect once, then keep Python's collector off (as `timeit`, hence `torch.utils.benchmark`,
+    does around its timed statements); restored after."""
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+class ForwardTimes(list):
+    """Milliseconds of each timed forward, plus `cpu_share` (host clock only, else None)."""
+
+    cpu_share: float | None = None
 
 
 def time_forward(
@@ -119,44 +175,67 @@ def time_forward(
     warmup: int = 5,
     repeats: int = 30,
     max_point_s: float | None = 10.0,
-) -> list[float]:
+) -> ForwardTimes:
     """Milliseconds of each timed forward of `model` on `x` (model already in eval mode)."""
     device = x.device
     cuda = device.type == "cuda"
-    times_ms: list[float] = []
+    times_ms = ForwardTimes()
     with torch.inference_mode(), autocast_context(device, precision):
         for _ in range(warmup):
             model(x)
         synchronize(device)
-        events: list[tuple[Any, Any]] = []
-        t_start = time.perf_counter()
-        for i in range(repeats):
-            if cuda:
-                start, end = (
-                    torch.cuda.Event(enable_timing=True),
-                    torch.cuda.Event(enable_timing=True),
-                )
-                start.record()
-                model(x)
-                end.record()
-                events.append((start, end))
-                # The budget is checked on the host clock: it runs ahead of the GPU by the queue,
-                # which only matters for a budget, not for the times.
-            else:
-                t0 = time.perf_counter()
-                model(x)
-                times_ms.append((time.perf_counter() - t0) * 1000.0)
-            if max_point_s is not None and i >= 2 and time.perf_counter() - t_start > max_point_s:
-                break
-        synchronize(device)
-        if cuda:
-            times_ms = [s.elapsed_time(e) for s, e in events]
+        with gc_paused():
+            _timed(model, x, device, cuda, repeats, max_point_s, times_ms)
     return times_ms
+
+
+def _timed(
+    model: nn.Module,
+    x: torch.Tensor,
+    device: torch.device,
+    cuda: bool,
+    repeats: int,
+    max_point_s: float | None,
+    times_ms: ForwardTimes,
+) -> None:
+    """The timed forwards into `times_ms` (gc already paused)."""
+    cpu0 = time.thread_time()
+    events: list[tuple[Any, Any]] = []
+    t_start = time.perf_counter()
+    for i in range(repeats):
+        if cuda:
+            start, end = (
+                torch.cuda.Event(enable_timing=True),
+                torch.cuda.Event(enable_timing=True),
+            )
+            start.record()
+            model(x)
+            end.record()
+            events.append((start, end))
+            # The budget is checked on the host clock: it runs ahead of the GPU by the queue,
+            # which only matters for a budget, not for the times.
+        else:
+            t0 = time.perf_counter()
+            model(x)
+            times_ms.append((time.perf_counter() - t0) * 1000.0)
+        if max_point_s is not None and i >= 2 and time.perf_counter() - t_start > max_point_s:
+            break
+    synchronize(device)
+    wall = time.perf_counter() - t_start
+    if cuda:
+        times_ms[:] = [s.elapsed_time(e) for s, e in events]
+    elif wall > 0:
+        # The thread's CPU clock against the wall clock over the same forwards (one thread:
+        # torch's intra-op threads, if any, are not counted, so this is for 1-thread points
+        # an exact share and otherwise the main thread's share).
+        times_ms.cpu_share = min(1.0, (time.thread_time() - cpu0) / wall)
 
 
 def summarize(times_ms: list[float], batch_size: int) -> dict[str, float]:
     """Latency statistics of one point; throughput follows from the same timed forwards."""
     p50 = statistics.median(times_ms)
+    mean = statistics.fmean(times_ms)
+    cv = statistics.stdev(times_ms) / mean if len(times_ms) > 1 and mean > 0 else None
     return {
         "latency_ms_p50": p50,
         "latency_ms_p90": percentile(times_ms, 90),
@@ -166,6 +245,8 @@ def summarize(times_ms: list[float], batch_size: int) -> dict[str, float]:
         "latency_ms_min": min(times_ms),
         "per_sample_ms_p50": p50 / batch_size,
         "throughput_samples_per_s": batch_size * len(times_ms) / (sum(times_ms) / 1000.0),
+        "cv": cv,
+        "noisy": cv is not None and cv > NOISY_CV,
     }
 
 
@@ -178,6 +259,8 @@ STAT_COLUMNS = (
     "latency_ms_min",
     "per_sample_ms_p50",
     "throughput_samples_per_s",
+    "cv",
+    "noisy",
 )
 
 
@@ -256,6 +339,7 @@ def _point(
         "warmup": warmup,
         "repeats": 0,
         "timer": "cuda_events" if device.type == "cuda" else "perf_counter",
+        "cpu_share": None,
         "exclusive": False,
         "lock_wait_s": None,
         "device": str(device),
@@ -283,6 +367,7 @@ def _point(
                     row["error"] = window.reason
         row.update(summarize(times, batch))
         row["repeats"] = len(times)
+        row["cpu_share"] = getattr(times, "cpu_share", None)
     except Exception as exc:
         row["status"] = "oom" if _is_oom(exc) else "error"
         row["error"] = f"{type(exc).__name__}: {exc}"[:500]
@@ -304,6 +389,8 @@ def latency_metrics(
     return {
         "latency/b1_ms_p50": b1[0]["latency_ms_p50"] if b1 else None,
         "latency/b1_ms_p99": b1[0]["latency_ms_p99"] if b1 else None,
+        "latency/b1_cv": b1[0]["cv"] if b1 else None,
+        "latency/b1_noisy": b1[0]["noisy"] if b1 else None,
         "latency/max_samples_per_s": (
             max(r["throughput_samples_per_s"] for r in here) if here else None
         ),

@@ -289,7 +289,9 @@ def _declare_everything() -> None:
     from trainables.registry import load_metric_declarations
 
     load_metric_declarations()
-    # The facts the orchestrator adds to every trial: where it ran, how many workers.
+    # The facts the orchestrator adds to every trial: where it ran, how many workers; and what
+    # the driver derives per trial: the Pareto front of a search, the price.
+    import orchestrator.driver.objectives
     import orchestrator.workers.trial_runner  # noqa: F401
 
 

@@ -427,6 +427,23 @@ class TrialConfig(Strict):
     profilers: ProfilersConfig = Field(default_factory=ProfilersConfig)
 
     @model_validator(mode="after")
+    def _profiled_sizes_fit_model(self) -> TrialConfig:
+        # The profilers run the model at these sizes too: a Swin whose windows would be padded
+        # there, or a patch that does not divide the side, is not the model the rows name.
+        from trainables.models.names import check_geometry
+
+        m, prof = self.model, self.profilers
+        for key, section in (("flops", prof.flops), ("latency", prof.latency)):
+            for size in (section.input_sizes or []) if section is not None else []:
+                try:
+                    check_geometry(m.name, size, m.kwargs, m.patch_size)
+                except ValueError as err:
+                    raise ValueError(
+                        f"profilers.{key}.input_sizes: {size} does not fit {m.name!r} ({err})"
+                    ) from None
+        return self
+
+    @model_validator(mode="after")
     def _auto_batch_needs_a_loader(self) -> TrialConfig:
         if self.optim.auto_batch_size and self.dataset.on_device:
             raise ValueError(

@@ -5,6 +5,9 @@ number mean less (`orchestrator.report.caveats`), trials still pending, and wher
 
 from __future__ import annotations
 
+import os
+import shutil
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -174,7 +177,7 @@ def print_run_summary(
     console.print(
         f"tables:  pandas.read_parquet('{output / 'epochs'}')  (also trials/, latency/ ...)"
     )
-    console.print(f"mlflow:  mlflow ui --backend-store-uri {uri}")
+    console.print(f"mlflow:  {mlflow_command()} ui --backend-store-uri {uri}")
     link = runs_link(uri, sweep.name)
     if link:
         # MLflow 3 opens an experiment on its GenAI overview ("0 traces"): link the runs view.
@@ -203,6 +206,20 @@ def _print_caveats(console: Console, plan: list[Any], df: pd.DataFrame) -> None:
 
 
 MLFLOW_UI = "http://127.0.0.1:5000"
+
+
+def mlflow_command() -> str:
+    """How to start the `mlflow` of this Python from the user's shell: `mlflow` when the PATH finds
+    this one, else the script beside the interpreter (`.venv/bin/mlflow` for a `make run` user),
+    else `<python> -m mlflow`."""
+    script = Path(sys.executable).parent / "mlflow"
+    found = shutil.which("mlflow")
+    if found and script.is_file() and os.path.samefile(found, script):
+        return "mlflow"
+    if script.is_file():
+        rel = os.path.relpath(script)
+        return rel if not rel.startswith("..") else str(script)
+    return f"{sys.executable} -m mlflow"
 
 
 def runs_link(tracking_uri: str, sweep_name: str, ui: str = MLFLOW_UI) -> str | None:

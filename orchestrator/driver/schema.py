@@ -125,6 +125,56 @@ class ResourcesConfig(Strict):
         return self.gpu if self.workers == 1 else (self.gpu_per_worker or 0.0)
 
 
+class SearcherConfig(Strict):
+    """How trials are drawn: written inside `search:` beside the searched keys (`search.algo`,
+    `search.objectives`, `search.seed`, `search.n_startup_trials`); the schema keeps them here."""
+
+    algo: Literal["auto", "random", "optuna"] = Field(
+        "auto",
+        description="auto: grids crossed, random kinds drawn (Ray Tune's basic generator); "
+        "random: the same, named; optuna: Optuna's TPE sampler over the random kinds (no grid)",
+    )
+    objectives: dict[str, Literal["max", "min"]] | None = Field(
+        None,
+        description="metric -> max | min; optuna searches them (two or more: a Pareto front), "
+        "and every search marks `pareto/front` in `trials`",
+    )
+    seed: int | None = Field(
+        None, description="seeds the sampler: the same seed draws the same configs"
+    )
+    n_startup_trials: int | None = Field(
+        None, ge=1, description="optuna: random trials before TPE models the results (Optuna's 10)"
+    )
+
+    @model_validator(mode="after")
+    def _optuna_needs_objectives(self) -> SearcherConfig:
+        if self.algo == "optuna" and not self.objectives:
+            raise ValueError(
+                "algo: optuna needs objectives, e.g. {val/acc: max, latency/b1_ms_p50: min}"
+            )
+        if self.n_startup_trials is not None and self.algo != "optuna":
+            raise ValueError(f"n_startup_trials applies to algo: optuna, not {self.algo}")
+        return self
+
+
+# Keys of `search:` that configure the sampler rather than name a searched trial key.
+SEARCHER_KEYS = tuple(SearcherConfig.model_fields)
+
+
+class CostConfig(Strict):
+    """Prices for `cost/usd`: a flat price per trial-hour, or per resource held (summed)."""
+
+    usd_per_hour: float | None = Field(None, ge=0, description="dollars per trial-hour")
+    usd_per_gpu_hour: float | None = Field(None, ge=0, description="dollars per GPU-hour held")
+    usd_per_cpu_hour: float | None = Field(None, ge=0, description="dollars per CPU-core-hour held")
+
+    @model_validator(mode="after")
+    def _some_price(self) -> CostConfig:
+        if all(getattr(self, k) is None for k in CostConfig.model_fields):
+            raise ValueError("give usd_per_hour, or usd_per_gpu_hour / usd_per_cpu_hour")
+        return self
+
+
 class MlflowConfig(Strict):
     tracking_uri: str | None = Field(
         None, description="None = MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db"
@@ -192,6 +242,12 @@ class StageSpec(Strict):
 
 class SweepConfig(TrialConfig):
     search: dict[str, SearchSpec] = Field(default_factory=dict)
+    searcher: SearcherConfig = Field(
+        default_factory=SearcherConfig,
+        description="written as search.algo / search.objectives / search.seed / "
+        "search.n_startup_trials (docs: search)",
+    )
+    cost: CostConfig | None = Field(None, description="prices: cost/usd per trial (absent: none)")
     num_samples: int = Field(1, ge=1, description="repeats of the grid (random spaces: draws)")
     scheduler: AshaConfig | None = None
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
@@ -206,6 +262,45 @@ class SweepConfig(TrialConfig):
     stages: list[StageSpec] | None = Field(
         None, description="optional: stages run in order, each a sweep of its own (docs: stages)"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _searcher_keys_out_of_search(cls, data: Any) -> Any:
+        # `search:` holds both the searched keys and how to draw them; a mapping under `seed`
+        # searches the trial's own `seed`, a number seeds the sampler.
+        if not isinstance(data, dict) or not isinstance(data.get("search"), dict):
+            return data
+        search = dict(data["search"])
+        moved = {
+            k: search.pop(k)
+            for k in SEARCHER_KEYS
+            if k in search and not (k == "seed" and isinstance(search[k], dict))
+        }
+        if not moved:
+            return data
+        searcher = data.get("searcher")
+        return {
+            **data,
+            "search": search,
+            "searcher": {**(searcher if isinstance(searcher, dict) else {}), **moved},
+        }
+
+    @model_validator(mode="after")
+    def _searcher_fits_the_space(self) -> SweepConfig:
+        grids = [k for k, s in self.search.items() if s.kind == "grid"]
+        if self.searcher.algo == "optuna":
+            if grids:
+                raise ValueError(
+                    f"search.algo: optuna draws every value; {', '.join(grids)} "
+                    "use grid: write them as choice"
+                )
+            if not self.search:
+                raise ValueError("search.algo: optuna needs at least one searched key")
+            if self.scheduler is not None:
+                raise ValueError(
+                    "search.algo: optuna compares finished trials; drop scheduler (ASHA)"
+                )
+        return self
 
     @field_validator("name")
     @classmethod

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.driver.schema import SearchSpec, SweepConfig, SweepError
+from orchestrator.driver.objectives import add_trial_end_facts
+from orchestrator.driver.schema import CostConfig, SearchSpec, SweepConfig, SweepError
 from trainables.loop.reporting import Tables, payload
 
 EXIT_OK, EXIT_TRIAL_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -60,10 +61,14 @@ class SinkReporter:
     iteration: int = 0
     checkpoint_dir: Path | None = None
     reports: list[dict[str, Any]] = field(default_factory=list)
+    cost: CostConfig | None = None
+    demand: dict[str, float] = field(default_factory=dict)
 
     def _send(self, result: dict[str, Any]) -> None:
         self.iteration += 1
         result = {**result, "trial_id": self.trial.trial_id, "training_iteration": self.iteration}
+        # What the driver derives from the trial-end report (cost/usd), as a sweep run adds it.
+        add_trial_end_facts(result, self.cost, self.demand)
         for sink in self.sinks:
             sink.log_trial_result(self.iteration, self.trial, result)
 
@@ -185,7 +190,12 @@ def run_single(
     path.mkdir(parents=True, exist_ok=True)
     trial = LocalTrial(trial_id=trial_id, config=config, path=str(path))
     sinks = _sinks(sweep, output, sweep_text, tracking_uri)
-    reporter = SinkReporter(trial, sinks)
+    reporter = SinkReporter(
+        trial,
+        sinks,
+        cost=sweep.cost,
+        demand={"CPU": sweep.resources.cpu, "GPU": sweep.resources.gpu},
+    )
     _set_threads(sweep.resources.cpu)
     for sink in sinks:
         sink.log_trial_start(trial)

@@ -332,6 +332,7 @@ def run_plan(
     tracking_uri: str | None = None,
     verbose: int = 1,
     storage: str | None = None,
+    retry_failed: bool = False,
 ) -> list[Any]:
     """Run the plan on Ray Tune: one `run_sweep` per stage, in order; their `SweepOutcome`s.
 
@@ -358,6 +359,7 @@ def run_plan(
             verbose=verbose,
             space_overrides=overrides,
             storage=storage,
+            retry_failed=retry_failed,
         )
 
     def collect(outcome: Any, metric: str, mode: str) -> list[StageCheckpoint]:

@@ -21,11 +21,13 @@ from ray.tune.logger import JsonLoggerCallback
 
 from orchestrator.driver.dotted_keys import set_path
 from orchestrator.driver.interrupts import stop_requested
+from orchestrator.driver.objectives import TrialEndFacts, mark_pareto_front
+from orchestrator.driver.preflight import fit_resources
 from orchestrator.driver.schema import SweepConfig, SweepError
 from orchestrator.driver.search_space import param_space
 from orchestrator.sinks.mlflow_runs import MlflowSink, default_tracking_uri, preload_mlflow
 from orchestrator.sinks.parquet_rows import ParquetSink
-from orchestrator.workers.train_workers import DRIVER_CPU, trial_demand, trial_trainable
+from orchestrator.workers.train_workers import trial_demand, trial_trainable
 
 TUNE_DIR = "_tune"
 
@@ -78,7 +80,30 @@ def init_ray(address: str | None) -> None:
         # A cluster's workers were started by `ray start`, not from this shell: the job's
         # runtime environment hands them the path to import lvmbench from (RAY_ADDRESS too).
         runtime_env={"env_vars": {"PYTHONPATH": pythonpath}} if address else None,
+        # Opt-in (LVMBENCH_RAY_PRELOAD=1), a local node only: worker processes import what every
+        # trial needs as they start (Ray's preload_python_modules). Off by default: measured on
+        # 2 busy cores (benchmarks/startup.py --compare-preload) two workers importing torch at
+        # once slowed the driver's Tune set-up more than the trial's start gained (31 s vs 21 s).
+        _system_config=None if address else preload_config(),
     )
+
+
+# What every trial imports; with the preload on, a local node's workers import it as they start.
+PRELOAD_MODULES = (
+    "torch",
+    "timm",
+    "accelerate",
+    "orchestrator.workers.trial_runner",
+    "trainables.loop.fit",
+    "trainables.loop.profiling",
+)
+PRELOAD_ENV = "LVMBENCH_RAY_PRELOAD"  # "1" turns the preload on (benchmarks/startup.py compares)
+
+
+def preload_config() -> dict[str, Any] | None:
+    if os.environ.get(PRELOAD_ENV, "0") != "1":
+        return None
+    return {"preload_python_modules": list(PRELOAD_MODULES)}
 
 
 RAY_LOG = "ray.log"
@@ -157,52 +182,11 @@ def experiment_dirs(output: Path, name: str, storage: str | None = None) -> list
 
 
 def check_resources(sweep: SweepConfig, *, local: bool) -> SweepConfig:
-    """A trial asking for more than the cluster has would wait forever: say so before it starts.
-
-    A multi-worker trial takes `workers` x the per-worker resources plus its driver's sliver.
-    """
+    """A trial asking for more than the cluster has would wait forever: say so before it starts
+    (`preflight.fit_resources` against what Ray counts; a local run was checked before Ray)."""
     import ray
 
-    res = sweep.resources
-    have = ray.cluster_resources()
-    problems = []
-    for ray_key, want in trial_demand(res).items():
-        avail = float(have.get(ray_key, 0.0))
-        if want > avail:
-            problems.append((ray_key, want, avail))
-    multi = res.workers > 1
-    keys = {"CPU": "cpu", "GPU": "gpu"}
-    if multi:
-        keys = {"CPU": "cpu_per_worker", "GPU": "gpu_per_worker"}
-    if not problems or not local:
-        for ray_key, want, avail in problems:
-            print(f"warning: resources: {want:g} {ray_key} per trial, the cluster has {avail:g}")
-        return sweep
-    if sweep.smoke:
-        out = sweep.model_copy(deep=True)
-        for ray_key, _, avail in problems:
-            # A smoke run proves the sweep runs here; it takes what this machine has.
-            if multi:
-                spare = avail - DRIVER_CPU if ray_key == "CPU" else avail
-                capped = spare / res.workers
-            else:
-                capped = avail if ray_key == "GPU" else max(1.0, avail)
-            key = keys[ray_key]
-            print(f"smoke: resources.{key} -> {capped:g} (this machine has {avail:g} {ray_key})")
-            setattr(out.resources, key, capped)
-        return out
-    ray_key, want, avail = problems[0]
-    key = keys[ray_key]
-    what = f"{want:g}"
-    if multi:
-        per = res.worker_cpu if ray_key == "CPU" else res.worker_gpu
-        driver = f" + {DRIVER_CPU} for its driver" if ray_key == "CPU" else ""
-        what = f"{res.workers} workers x {per:g}{driver} = {want:g}"
-    raise SweepError(
-        f"resources.{key}: each trial asks for {what} {ray_key} but this machine has "
-        f"{avail:g}; lower resources.{key} (fractions share a device) or join a cluster with "
-        "--address"
-    )
+    return fit_resources(sweep, ray.cluster_resources(), local=local)
 
 
 def run_sweep(
@@ -216,11 +200,13 @@ def run_sweep(
     verbose: int = 1,
     space_overrides: dict[str, Any] | None = None,
     storage: str | None = None,
+    retry_failed: bool = False,
 ) -> SweepOutcome:
     """Run one sweep (or one stage of a staged sweep) on Ray Tune.
 
     `space_overrides` (dotted key -> value or Tune domain) are set into the param space after the
     search: stages use it to hand each trial its `start` (see `orchestrator/driver/stages.py`).
+    `retry_failed` (with `resume`) runs the errored trials again; without it they stay errored.
     """
     from ray import tune
 
@@ -264,7 +250,13 @@ def run_sweep(
     trainable = trial_trainable(sweep.resources, max_failures=sweep.max_failures)
     if restore_from is not None:
         tuner = tune.Tuner.restore(
-            str(restore_from), trainable, resume_unfinished=True, resume_errored=True
+            str(restore_from),
+            trainable,
+            resume_unfinished=True,
+            # --retry-failed: errored trials run again under their own trial id (one `trials`
+            # row, one MLflow child), from their last checkpoint if they saved one. Tune's
+            # restart_errored would give each a new id: a second row and a second child run.
+            resume_errored=retry_failed,
         )
         # The restored run config carries the pickled sinks: that MLflow sink holds the
         # invocation id its parent and child runs are found again by.
@@ -284,7 +276,13 @@ def run_sweep(
                 checkpoint_score_attribute=checkpoint.metric if checkpoint.keep == "best" else None,
                 checkpoint_score_order=checkpoint.mode,
             ),
-            callbacks=[ParquetSink(output, sweep.name), mlflow_sink, JsonLoggerCallback()],
+            callbacks=[
+                # First: it adds the driver's trial-end facts (cost/usd) before the sinks read them.
+                TrialEndFacts(sweep.cost, trial_demand(sweep.resources)),
+                ParquetSink(output, sweep.name),
+                mlflow_sink,
+                JsonLoggerCallback(),
+            ],
             progress_reporter=live_table(sweep),
             verbose=verbose,
         )
@@ -297,6 +295,7 @@ def run_sweep(
             tune_config=tune.TuneConfig(
                 num_samples=sweep.num_samples,
                 scheduler=_scheduler(sweep),
+                search_alg=_search_alg(sweep),
                 max_concurrent_trials=sweep.max_concurrent_trials,
                 # A worker imports torch and timm once and runs trial after trial, each from a
                 # clean start (trainables.loop.scope); `isolation: process` gives each its own.
@@ -314,6 +313,8 @@ def run_sweep(
         trial_ids.append(str(trial_id))
         if result.error is not None:
             errors[str(trial_id)] = str(result.error).strip().splitlines()[-1][:300]
+    if sweep.searcher.objectives:
+        mark_pareto_front(output, sweep.name, trial_ids, sweep.searcher.objectives)
     return SweepOutcome(
         experiment_path=Path(results.experiment_path),
         trial_ids=trial_ids,
@@ -355,6 +356,13 @@ def live_table(sweep: SweepConfig) -> Any:
         max_report_frequency=15,
         max_column_length=24,
     )
+
+
+def _search_alg(sweep: SweepConfig) -> Any:
+    # Imported here: Optuna loads only for a sweep that searches with it.
+    from orchestrator.driver.searchers import search_alg
+
+    return search_alg(sweep)
 
 
 def _scheduler(sweep: SweepConfig) -> Any:

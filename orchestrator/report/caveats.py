@@ -128,6 +128,12 @@ def _noisy_latency(row: pd.Series) -> str | None:
     ]
     if flagged:
         return f"latency points flagged noisy ({', '.join(flagged)}): repeat on a quiet machine"
+    has_flag = any(
+        isinstance(k, str) and "noisy" in k and k.startswith("latency/") and _known(v)
+        for k, v in row.items()
+    )
+    if has_flag:
+        return None  # the latency profiler judged its points (coefficient of variation): trust it
     for prefix in ("latency/", "merged/latency/"):
         p50, p99 = _num(row.get(f"{prefix}b1_ms_p50")), _num(row.get(f"{prefix}b1_ms_p99"))
         if p50 and p99 is not None and p99 > LATENCY_SPREAD * p50:
@@ -136,6 +142,10 @@ def _noisy_latency(row: pd.Series) -> str | None:
                 "machine was busy, the point is noisy"
             )
     return None
+
+
+def _known(value: object) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
 def group_caveats(trials: pd.DataFrame, *, isolation: str | None = None) -> list[str]:

@@ -128,6 +128,9 @@ LAT_P99 = "latency_ms_p99"
 LAT_THROUGHPUT = "throughput_samples_per_s"
 LAT_EXCLUSIVE = "exclusive"
 LAT_STD = ("latency_ms_stdev", "latency_ms_std")
+# A point's own spread (stdev / mean) and whether it is above profilers.latency.NOISY_CV.
+LAT_CV = "cv"
+LAT_NOISY = "noisy"
 LAT_PER_SAMPLE = "per_sample_ms_p50"
 # Rows of a profile taken before a change (e.g. "dense" before pruning) carry a tag; the untagged
 # rows describe the model the trial reports on, and they are the ones plotted.

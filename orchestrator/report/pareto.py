@@ -24,3 +24,11 @@ def front_line(cost: pd.Series, score: pd.Series) -> tuple[list[float], list[flo
     mask = pareto_mask(cost, score)
     pts = sorted(zip(cost[mask].astype(float), score[mask].astype(float), strict=True))
     return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def search_front(view: pd.DataFrame) -> pd.Series | None:
+    """The `pareto/front` marks a multi-objective search wrote into `trials` (None: no such
+    column), as booleans on `view`'s index."""
+    if "pareto/front" not in view.columns:
+        return None
+    return view["pareto/front"].map(lambda v: bool(v) if pd.notna(v) else False).astype(bool)

@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from orchestrator.report import columns as C
-from orchestrator.report.pareto import front_line, pareto_mask
+from orchestrator.report.pareto import front_line, pareto_mask, search_front
 from orchestrator.report.tables import (
     best_metric,
     first_present,
@@ -133,6 +133,10 @@ def perf_vs_complexity(view: pd.DataFrame, palette: Palette) -> Plot | None:
             if front[idx] or len(view) <= MAX_ANNOTATED:  # labels of all points would overlap
                 dy = 4 if order[idx] % 2 == 0 else -11
                 _annotate(ax, label, float(cost[idx]), float(acc[idx]), cost, dy)
+        searched = search_front(view)
+        if searched is not None:
+            on = searched & cost.notna() & acc.notna()
+            ax.scatter(cost[on], acc[on], marker="*", s=90, color="black", zorder=5, label="_pf")
         xs, ys = front_line(cost, acc)
         ax.step(xs, ys, where="post", color="crimson", lw=1.2, ls="--", label="_front", zorder=2)
         ax.set_xlabel(xlabel)
@@ -145,7 +149,8 @@ def perf_vs_complexity(view: pd.DataFrame, palette: Palette) -> Plot | None:
         "Performance vs complexity",
         _render(fig),
         "Each point is a trial; a ringed point has no other trial both cheaper and more "
-        "accurate. The dashed line is the Pareto front.",
+        "accurate. The dashed line is the Pareto front. A black star marks the front of the "
+        "sweep's own search.objectives (`pareto/front`).",
     )
 
 

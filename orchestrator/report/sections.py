@@ -356,6 +356,8 @@ def latency_table(latency: pd.DataFrame, view: pd.DataFrame) -> list[HtmlTable]:
             C.LAT_P90,
             C.LAT_P99,
             *C.LAT_STD,
+            C.LAT_CV,
+            C.LAT_NOISY,
             C.LAT_THROUGHPUT,
             C.LAT_EXCLUSIVE,
         ],

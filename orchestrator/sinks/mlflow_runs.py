@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.driver.interrupts import stop_requested
 from orchestrator.sinks.parquet_rows import BEST_OF, error_class
+from orchestrator.sinks.rerun import config_yaml, rerun_command
 from orchestrator.sinks.results import LoggerCallback, error_text, split_result, start_columns
 from orchestrator.tables import flatten_params
 
@@ -281,6 +282,12 @@ class MlflowSink(LoggerCallback):
         ]
         for i in range(0, len(entries), 100):  # MLflow takes at most 100 params per batch
             self.client.log_batch(run.info.run_id, params=entries[i : i + 100])
+        # The record that reruns it: the resolved config and the command (orchestrator.sinks.rerun).
+        self.client.log_text(run.info.run_id, config_yaml(trial.config), "config.yaml")
+        output = self.sweep_params.get("output")
+        if output:
+            rerun = rerun_command(Path(str(output)), self.sweep_name, trial.trial_id)
+            self.client.set_tag(run.info.run_id, "lvmbench.rerun", rerun)
         start = {k: v for k, v in start_columns(trial.config).items() if v is not None}
         if start:
             self.client.log_batch(
@@ -371,6 +378,12 @@ class MlflowSink(LoggerCallback):
                 tags.append(RunTag("lvmbench.error_type", kind))
             self.client.log_batch(run_id, tags=tags)
             self.client.log_text(run_id, error, "error.txt")
+        else:
+            # A retried trial (--retry-failed) that now finished: its old error is history
+            # (error.txt stays), not its state.
+            for key in ("lvmbench.error", "lvmbench.error_type"):
+                if self._tag_values.pop((run_id, key), None) is not None:
+                    self.client.delete_tag(run_id, key)
         self._log_best(run_id)
         self._tag_caveats(run_id)
         self.client.set_terminated(run_id, status=status)

@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from orchestrator.sinks.rerun import record_rerun
 from orchestrator.sinks.results import LoggerCallback, error_text, split_result, start_columns
 from orchestrator.tables import (
     PARAM_COLUMNS,
@@ -25,7 +26,16 @@ from orchestrator.tables import (
 # Best-of-trial summaries: metric -> "max" or "min".
 BEST_OF = {"val/acc": "max", "val/f1_macro": "max", "val/loss": "min", "train/acc": "max"}
 # Columns of a trials row that are not facts a trial reported.
-_ROW_KEYS = {"status", "error", "error_type", "epochs_completed", "started_at", "ended_at"}
+_ROW_KEYS = {
+    "status",
+    "error",
+    "error_type",
+    "epochs_completed",
+    "started_at",
+    "ended_at",
+    "rerun",
+    "config/yaml",
+}
 # The exception line of a traceback: `ValueError: ...`, `torch.OutOfMemoryError: ...`, or Ray's
 # `ray.exceptions.RayTaskError(ValueError): ...` around the trial's own exception.
 _EXCEPTION_LINE = re.compile(
@@ -84,6 +94,7 @@ class ParquetSink(LoggerCallback):
         self._rows: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._started: dict[str, str] = {}
         self._params: dict[str, dict[str, Any]] = {}
+        self._reruns: dict[str, dict[str, Any]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles callbacks into its experiment state; open tables are rebuilt on restore.
@@ -166,7 +177,16 @@ class ParquetSink(LoggerCallback):
 
     def _write_trial(self, trial: Any, status: str, error: str | None) -> None:
         history = self._history(trial)
-        base = {**self._base(trial), **start_columns(trial.config)}
+        if trial.trial_id not in self._reruns:
+            # Once per trial and driver: the resolved config and the command that reruns it.
+            self._reruns[trial.trial_id] = record_rerun(
+                self.output, self.sweep_name, trial.trial_id, trial.config
+            )
+        base = {
+            **self._base(trial),
+            **start_columns(trial.config),
+            **self._reruns[trial.trial_id],
+        }
         facts = {k: v for k, v in self._facts.get(trial.trial_id, {}).items() if k not in _ROW_KEYS}
         row = summarize_trial(base, [history[e] for e in sorted(history)], status, error, facts)
         row["started_at"] = self._started.get(trial.trial_id)

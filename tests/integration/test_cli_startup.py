@@ -206,3 +206,23 @@ def test_unknown_names_are_still_refused_from_the_cache(tmp_path: Path) -> None:
         assert "did you mean resnet10t" in out.stdout
         assert "did you mean vit_tiny_patch16_224" in out.stdout
         assert "REFUSED True" in out.stdout
+
+
+def test_summary_prints_an_mlflow_command_this_shell_can_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from orchestrator.driver.run_summary import mlflow_command
+
+    # A `make run` user: the venv's bin folder is not on the PATH.
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    command = mlflow_command()
+    assert command != "mlflow" or shutil.which("mlflow")
+    out = subprocess.run(
+        [*command.split(" "), "--version"], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0 and "version" in out.stdout, (command, out.stderr[-500:])
+    # The venv's script, named as the shell finds it from here.
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}:/usr/bin:/bin")
+    assert mlflow_command() == "mlflow"

@@ -182,50 +182,6 @@ def test_oom_facts_reach_the_trial_row() -> None:
     assert row["params/total"] == 1
 
 
-@pytest.mark.gpu
-def test_a_real_cuda_oom_steps_the_batch_down_and_is_measured() -> None:
-    """On a device capped at 2 GiB, a batch of 1024 224-px images cannot train; a smaller one can."""
-    from trainables.loop.auto_batch import training_step_probe
-
-    device = torch.device("cuda", torch.cuda.current_device())
-    total = torch.cuda.get_device_properties(device).total_memory
-    torch.cuda.set_per_process_memory_fraction(min(1.0, 2 * 2**30 / total), device)
-    try:
-        model = OomAbove(limit=10**9).to(device)
-        model.body[0] = nn.Conv2d(3, 64, 3, padding=1).to(device)
-        model.body[1] = nn.BatchNorm2d(64).to(device)
-        model.head = nn.Linear(64, 10).to(device)
-        optimizer = torch.optim.AdamW(model.parameters())
-        step = training_step_probe(
-            model,
-            optimizer,
-            nn.CrossEntropyLoss(),
-            device=device,
-            img_size=224,
-            num_classes=10,
-            autocast=lambda: torch.autocast("cuda", enabled=False),
-            backward=lambda loss: loss.backward(),
-        )
-        seen: dict[str, Any] = {}
-
-        def measured(batch_size: int) -> None:
-            try:
-                step(batch_size)
-            except torch.OutOfMemoryError:
-                seen.setdefault("facts", oom_facts(device, batch_size, "probe"))
-                raise
-
-        with kept_state(model, optimizer):
-            size, too_big = fit_batch_size(measured, 1024, device=device)
-        assert 1 <= size < 1024 and too_big and too_big[0] == 1024
-        facts = seen["facts"]
-        assert facts["oom/batch_size"] == 1024 and facts["oom/gpu_total_mb"] > 0
-        assert facts["oom/gpu_reserved_mb"] is not None and facts["oom/null_reason"] is None
-    finally:
-        torch.cuda.set_per_process_memory_fraction(1.0, device)
-        torch.cuda.empty_cache()
-
-
 def test_oom_facts_survive_the_trial_scope() -> None:
     """Through the wrapper every runner uses (trainables.loop.scope): a failed trial still sends
     its OOM record in the one trial-end report."""

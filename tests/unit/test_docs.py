@@ -256,3 +256,89 @@ def test_a_declaration_replaces_its_catalog_entry(tmp_path: Path) -> None:
     finally:
         reg._METRICS.pop("zz_test/x", None)
         reg._TABLES.pop("zz_test_table", None)
+
+
+# Repository folders a doc or a sweep header may cite a path in.
+CITED = re.compile(
+    r"(?<![\w/.-])((?:docs|sweeps|orchestrator|trainables|profilers|scripts|tests|benchmarks|docker)"
+    r"/[\w./-]*[\w/])"
+)
+RESULTS = re.compile(r"(?<![\w/.-])results/([\w.-]+)")
+
+
+def _sweep_headers() -> dict[str, str]:
+    """Each shipped sweep's comments: what its header (and inline notes) tell a reader."""
+    out = {}
+    for path in sorted((ROOT / "sweeps").glob("*.yaml")):
+        notes = [
+            ln.split("#", 1)[1] for ln in path.read_text(encoding="utf-8").splitlines() if "#" in ln
+        ]
+        out[f"sweeps/{path.name}"] = "\n".join(notes)
+    return out
+
+
+def _cited_texts() -> dict[str, str]:
+    texts = {f"docs/{p.name}": p.read_text(encoding="utf-8") for p in sorted(DOCS.glob("*.md"))}
+    texts["README.md"] = README.read_text(encoding="utf-8")
+    texts["docker/compose.yaml"] = (ROOT / "docker" / "compose.yaml").read_text(encoding="utf-8")
+    texts["docker/Dockerfile"] = (ROOT / "docker" / "Dockerfile").read_text(encoding="utf-8")
+    return {**texts, **_sweep_headers()}
+
+
+def _exists(path: str) -> bool:
+    # `tests/report_tables.write_seeds`: a function of tests/report_tables.py.
+    module = path.rsplit(".", 1)[0] + ".py"
+    return (ROOT / path).exists() or ("." in path and (ROOT / module).is_file())
+
+
+def test_every_path_a_doc_or_sweep_header_cites_exists() -> None:
+    missing = [
+        f"{where}: {path}"
+        for where, text in _cited_texts().items()
+        for path in CITED.findall(text)
+        if not _exists(path)
+    ]
+    assert not missing, missing
+
+
+def test_every_results_path_a_doc_or_sweep_header_cites_is_a_table() -> None:
+    from profilers.metric_registry import load_catalog, registered_tables
+
+    load_catalog()
+    # The tables, Tune's state, and the report with its PNG folder.
+    known = {"epochs", "trials", "_tune", "report.html", "report_plots", *registered_tables()}
+    wrong = [
+        f"{where}: results/{name}"
+        for where, text in _cited_texts().items()
+        for name in RESULTS.findall(text)
+        if name not in known
+    ]
+    assert not wrong, f"not a table under --output: {wrong}"
+
+
+def _section(page: str, table: str) -> str:
+    """The text under the `## ` heading(s) of docs/tables.md that name `table`."""
+    parts = re.split(r"^## ", page, flags=re.MULTILINE)
+    return "\n".join(p for p in parts if f"`{table}`" in p.splitlines()[0])
+
+
+def test_every_table_column_is_documented_under_its_table() -> None:
+    from orchestrator.sinks.parquet_rows import summarize_trial
+    from profilers.metric_registry import load_catalog, registered_tables
+
+    load_catalog()
+    page = (DOCS / "tables.md").read_text(encoding="utf-8")
+    readme = README.read_text(encoding="utf-8")
+    tables = {t: set(cols) for t, cols in registered_tables().items()}
+    tables["trials"] = set(summarize_trial({}, [], "ERROR", "boom"))
+    for prune_table in ("sensitivity", "weights", "pruned_layers"):
+        assert tables.get(prune_table), f"table {prune_table!r} declares no column types"
+    missing = []
+    for table, columns in sorted(tables.items()):
+        section = _section(page, table)
+        if not section:
+            missing.append(f"docs/tables.md has no section for `{table}`")
+        missing += [f"{table}.{c}" for c in sorted(columns) if f"`{c}`" not in section]
+        if f"`results/{table}/`" not in readme:
+            missing.append(f"README's file table lacks results/{table}/")
+    assert not missing, missing

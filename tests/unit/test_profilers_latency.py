@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import gc
+import time
+
 import pytest
 import timm
 import torch
 from torch import nn
 
-from profilers.latency import latency_metrics, measure_latency, summarize
-
-GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+from profilers.latency import NOISY_CV, latency_metrics, measure_latency, summarize, time_forward
 
 
 @pytest.fixture(autouse=True)
@@ -35,6 +36,49 @@ def test_summary_by_hand() -> None:
     assert s["per_sample_ms_p50"] == 1.25
     assert s["throughput_samples_per_s"] == 2 * 4 / 0.010
     assert abs(s["latency_ms_p99"] - 3.97) < 1e-9
+    # cv = sample stdev / mean = 1.29099 / 2.5
+    assert abs(s["cv"] - 0.5163977794943222) < 1e-9 and s["noisy"] is True
+
+
+def test_a_steady_point_is_not_noisy_and_a_jumpy_one_is() -> None:
+    steady = summarize([10.0, 10.1, 9.9, 10.0], batch_size=1)
+    assert steady["cv"] < NOISY_CV and steady["noisy"] is False
+    # One forward in four took twice as long (a neighbour took the core): flagged.
+    jumpy = summarize([10.0, 10.0, 10.0, 20.0], batch_size=1)
+    assert jumpy["cv"] > NOISY_CV and jumpy["noisy"] is True
+
+
+class _Slow(nn.Module):
+    """A forward that sleeps half its time: off the CPU, as a thread waiting for a core is."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < 0.005:
+            pass
+        time.sleep(0.005)
+        return x
+
+
+def test_cpu_share_tells_waiting_from_running() -> None:
+    x = torch.zeros(1)
+    busy = time_forward(nn.Identity(), x, warmup=0, repeats=20)
+    assert busy.cpu_share is not None and busy.cpu_share > 0.5
+    half = time_forward(_Slow(), x, warmup=0, repeats=10)
+    assert half.cpu_share is not None and 0.2 < half.cpu_share < 0.8
+
+
+def test_the_collector_is_off_while_timing_and_restored_after() -> None:
+    seen: list[bool] = []
+
+    class Probe(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(gc.isenabled())
+            return x
+
+    assert gc.isenabled()
+    time_forward(Probe(), torch.zeros(1), warmup=2, repeats=3)
+    assert seen == [True, True, False, False, False]
+    assert gc.isenabled()
 
 
 def test_rows_per_point_and_their_relations() -> None:
@@ -60,10 +104,14 @@ def test_rows_per_point_and_their_relations() -> None:
         expect = r["batch_size"] * 1000 / r["latency_ms_mean"]
         assert abs(r["throughput_samples_per_s"] / expect - 1) < 1e-9
         assert r["exclusive"] is True and r["lock_wait_s"] >= 0
+        assert r["cv"] == r["latency_ms_stdev"] / r["latency_ms_mean"]
+        assert r["noisy"] == (r["cv"] > NOISY_CV)
+        assert 0 < r["cpu_share"] <= 1
     b1 = rows[0]
     assert b1["per_sample_ms_p50"] == b1["latency_ms_p50"]
     flat = latency_metrics(rows, input_size=32, precision="fp32")
     assert flat["latency/b1_ms_p50"] == rows[2]["latency_ms_p50"]
+    assert flat["latency/b1_cv"] == rows[2]["cv"] and flat["latency/b1_noisy"] == rows[2]["noisy"]
     assert flat["latency/max_samples_per_s"] == max(r["throughput_samples_per_s"] for r in rows[2:])
 
 
@@ -124,19 +172,3 @@ def test_budget_stops_repeats_but_keeps_three() -> None:
         max_point_s=1e-9,
     )
     assert rows[0]["repeats"] == 3
-
-
-@GPU
-@pytest.mark.gpu
-def test_cuda_rows_use_events() -> None:
-    rows = measure_latency(
-        small_cnn().cuda(),
-        "cuda",
-        input_sizes=[32],
-        batch_sizes=[1, 8],
-        precisions=["fp32", "fp16"],
-        warmup=2,
-        repeats=5,
-    )
-    assert all(r["timer"] == "cuda_events" and r["status"] == "ok" for r in rows)
-    assert all(r["latency_ms_p50"] > 0 for r in rows)

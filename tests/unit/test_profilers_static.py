@@ -122,20 +122,5 @@ def test_profiled_region_fills_metrics_only_when_on() -> None:
     off: dict = {}
     with profiled_region(cfg(memory=False), CPU, "train", off):
         pass
-    assert off == {}
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_on_a_gpu_memory_is_numbers_and_latency_uses_events() -> None:
-    c = cfg(latency={**FAST_LATENCY, "precisions": ["fp32", "bf16"]})
-    metrics, tables = static_profile(tiny_vit(), c, torch.device("cuda"))
-    assert metrics["mem/infer_gpu_peak_allocated_mb"] > 0
-    assert metrics["mem/infer_gpu_peak_reserved_mb"] >= metrics["mem/infer_gpu_peak_allocated_mb"]
-    assert "mem/null_reason" not in metrics
-    assert all(r["timer"] == "cuda_events" and r["status"] == "ok" for r in tables["latency"])
-    assert metrics["env/device_name"] == torch.cuda.get_device_name()
-    # the CUDA attention kernels have torch formulas: both counters see attention
-    assert metrics["flops/crosscheck_ratio"] == pytest.approx(1, abs=0.02)
-    timer = epoch_timer(c, torch.device("cuda"), metrics)
-    assert timer.flops_per_sample == metrics["flops/train_step_gflops"] * 1e9
+    # Memory off: no mem/* keys at all (energy, always read, says for itself why it is null).
+    assert not [k for k in off if k.startswith("mem/")], off

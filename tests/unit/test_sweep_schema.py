@@ -28,6 +28,15 @@ BAD = {
     "loguniform-zero": (GOOD + "search: {optim.lr: {loguniform: [0, 1]}}\n", "search.optim.lr"),
     "malformed": ("name: x\n  trainable: [train\nmodel: {", "line 2"),
     "not-a-mapping": ("- just\n- a list\n", "mapping"),
+    # Swin's 7x7 windows would be padded at 160 px (a 40-token grid): not the model.
+    "padded-swin-profile": (
+        "name: x\nmodel: {name: swin_t, img_size: 224}\nprofilers: {latency: {input_sizes: [224, 160]}}\n",
+        "profilers.latency.input_sizes: 160 does not fit 'swin_t'",
+    ),
+    "hybrid-profile-size": (
+        "name: x\nmodel: {name: vit_ti_r, img_size: 32}\nprofilers: {flops: {input_sizes: [48]}}\n",
+        "profilers.flops.input_sizes: 48",
+    ),
 }
 
 
@@ -98,6 +107,7 @@ def test_validate_prints_expanded_trials(
 
 
 def test_shipped_sweeps_validate() -> None:
+    # Validation includes each model at every profiled input size (no padded Swin windows).
     paths = sorted((Path(__file__).resolve().parents[2] / "sweeps").glob("*.yaml"))
     assert len(paths) >= 8, "the shipped sweeps were not found"
     for path in paths:

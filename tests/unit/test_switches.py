@@ -288,27 +288,6 @@ def test_trial_clock_without_epoch_times_leaves_train_total_null() -> None:
     assert reporter.final["time/total_s"] is not None
 
 
-@pytest.mark.gpu
-def test_fp16_scales_the_loss_through_accelerate_on_cuda() -> None:
-    cfg = one_batch_cfg(precision="fp16", device="cuda")
-    ctx, model = prepared(cfg)
-    assert ctx.accelerator.scaler is not None  # Accelerate's GradScaler
-    seen = record_first_conv(model)
-    fit(ctx, model, ListReporter())
-    assert seen
-
-
-@pytest.mark.gpu
-def test_on_device_data_lives_on_the_gpu() -> None:
-    cfg = one_batch_cfg(device="cuda", dataset={"name": "digits", "subset": 32, "on_device": True})
-    ctx, model = prepared(cfg)
-    images, labels = next(iter(ctx.train_loader))
-    assert images.is_cuda and labels.is_cuda
-    reporter = ListReporter()
-    fit(ctx, model, reporter)
-    assert reporter.reports[0]["time/data_s"] >= 0
-
-
 def test_speedups_pair_each_tuned_trial_with_its_baseline() -> None:
     import pandas as pd
 

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from profilers.device_lock import lock_for
+from profilers.energy import epoch_energy, meter_for
 from profilers.fingerprint import fingerprint, peak_flops
 from profilers.flops import flops_metrics, flops_rows
 from profilers.latency import autocast_context, latency_metrics, measure_latency
@@ -245,14 +246,21 @@ def epoch_timer(
 def profiled_region(
     cfg: TrialConfig, device: torch.device, region: str, metrics: dict[str, Any]
 ) -> Iterator[None]:
-    """Peak memory of `region` ("train" or "eval") into `metrics`; evaluation holds the device
+    """Peak memory and energy (`energy/<region>_j`; after "eval" the epoch's energy figures) of
+    `region` ("train" or "eval") into `metrics`; evaluation holds the device
     shared so another trial's latency window never overlaps it (training steps hold it through
     the StepTimer)."""
     hold = lock_for(device).in_use() if region == "eval" else nullcontext()
+    meter = meter_for(device)
+    before = meter.reading()
     if cfg.profilers.memory is None:
         with hold:
             yield
-        return
-    with hold, track_memory(device) as mem:
-        yield
-    metrics.update(mem.metrics(region))
+    else:
+        with hold, track_memory(device) as mem:
+            yield
+        metrics.update(mem.metrics(region))
+    # Energy of the region from the device's counter (null where none is readable).
+    metrics[f"energy/{region}_j"] = meter.joules_since(before)
+    if region == "eval":
+        metrics.update(epoch_energy(metrics))

@@ -15,6 +15,10 @@ merged here, so there is exactly one) and:
 | `time/total_s`       | s    | wall time of the trial in this process, start to end           |
 | `time/train_total_s` | s    | sum of its training epochs' `time/epoch_s` (null with the time profiler off) |
 
+and the trial's energy (`energy/trial_j`, `energy/source`, `energy/reason`: `profilers.energy`)
+and its provenance (`env/git_sha`, `env/git_dirty`, `env/git_diff_sha256`, `env/packages_sha256`
+and the `packages` table: `profilers.provenance`).
+
 A trial restored by Ray counts from its restart: both cover the epochs run by that process.
 """
 
@@ -27,7 +31,9 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
+from profilers.energy import EnergyMeter, meter_for, trial_energy
 from profilers.metric_registry import INT, F, declare
+from profilers.provenance import package_rows, provenance_facts
 from trainables.loop.reporting import Reporter, Tables
 
 declare(
@@ -52,9 +58,11 @@ class TrialClock:
     """A Reporter around the runner's: passes epoch reports on, sums their epoch times, and holds
     the trainable's trial-end facts until `finish` sends the one trial-end report."""
 
-    def __init__(self, reporter: Reporter) -> None:
+    def __init__(self, reporter: Reporter, device: str = "auto") -> None:
         self.reporter = reporter
         self.started = time.perf_counter()
+        self.energy = _trial_meter(device)
+        self.energy_started = self.energy.reading()
         self.train_s: float | None = None
         self.final: dict[str, Any] = {}
         self.final_tables: Tables = {}
@@ -86,8 +94,23 @@ class TrialClock:
             "time/total_s": time.perf_counter() - self.started,
             "time/train_total_s": self.train_s,
             "env/process_trials": _process_trials,
+            **trial_energy(self.energy, self.energy_started),
+            **provenance_facts(),
         }
-        self.reporter.report_final(facts, tables=self.final_tables or None)
+        tables = {**self.final_tables, "packages": package_rows()}
+        self.reporter.report_final(facts, tables=tables)
+
+
+def _trial_meter(device: str) -> EnergyMeter:
+    """The energy meter of the device the trial will train on (a trial-end fact, never fatal);
+    `auto` as `trainables.loop.device.resolve_device` reads it."""
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cpu" and torch.backends.mps.is_available():
+            device = "mps"
+    return meter_for(torch.device(device))
 
 
 def fresh_start() -> None:
@@ -143,7 +166,7 @@ def scoped(run: Trainable) -> Trainable:
         global _process_trials
         _process_trials += 1
         fresh_start()
-        clock = TrialClock(reporter)
+        clock = TrialClock(reporter, str(config.get("device") or "auto"))
         try:
             run(config, clock)
         except Exception:

@@ -93,7 +93,8 @@ ALIASES: dict[str, Alias] = {
         "vit_base_r50_s16_384", {}, "Hybrid", 16, default_img_size=384, note="R50+ViT-B/16 @384"
     ),
     "vit_s_r26": Alias("vit_small_r26_s32_224", {}, "Hybrid", 32, note="R26+ViT-S/32"),
-    "vit_ti_r": Alias("vit_tiny_r_s16_p8_224", {}, "Hybrid", 16, note="R-stem+ViT-Ti, stride 16"),
+    # A stem-only ResNet (stride 4) under 8x8 patches: a token every 32 pixels, whatever "s16" says.
+    "vit_ti_r": Alias("vit_tiny_r_s16_p8_224", {}, "Hybrid", 32, note="R-stem+ViT-Ti, stride 32"),
     # Seed 003's ViTOptimized, at three sizes (the same knobs on ViT-B, -S, -Ti).
     "vit_optimized": _optimized("vit_base_patch16_224", "ViT-B/16 optimized"),
     "vit_optimized_s16": _optimized("vit_small_patch16_224", "ViT-S/16 optimized"),
@@ -193,9 +194,15 @@ def family(name: str) -> str:
 
 
 def _hybrid_stride(arch: str) -> int | None:
-    """The total stride of a timm hybrid ViT named like vit_base_r50_s16_224, else None."""
-    match = re.match(r"^vit_\w+?_r(?:\d+|esnet\w*|)_s(\d+)", arch)
-    return int(match.group(1)) if match else None
+    """The total stride of a timm hybrid ViT named like vit_base_r50_s16_224, else None.
+
+    `vit_tiny_r_s16_p8_*` is a stem-only ResNet (stride 4) under patches of `p` pixels: its
+    tokens are 4 x p pixels apart (32), not the 16 its name suggests.
+    """
+    match = re.match(r"^vit_\w+?_r(?:\d+|esnet\w*|)_s(\d+)(?:_p(\d+))?", arch)
+    if match is None:
+        return None
+    return 4 * int(match.group(2)) if match.group(2) else int(match.group(1))
 
 
 class Geometry(NamedTuple):

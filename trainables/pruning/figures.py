@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from profilers.metric_registry import INT, F, declare
+from profilers.metric_registry import INT, F, S, declare, declare_table
 
 declare(
     __name__,
@@ -44,6 +44,27 @@ declare(
     },
 )
 
+declare_table(
+    "pruned_layers",
+    __name__,
+    {
+        "layer": (S, "", "targeted layer"),
+        "before": (INT, "count", "weights of the layer in the dense model"),
+        "after": (INT, "count", "non-zero weights of the layer now"),
+        "sparsity": (F, "fraction", "1 - after / before"),
+    },
+)
+declare_table(
+    "weights",
+    __name__,
+    {
+        "layer": (S, "", "targeted layer"),
+        "phase": (S, "", "before, pruned or recovered"),
+        "bin_left": (F, "", "left edge of the bin (weight value)"),
+        "bin_right": (F, "", "right edge of the bin (weight value)"),
+        "count": (INT, "count", "non-zero weights in the bin"),
+    },
+)
 
 MIB = float(2**20)  # as `model/size_mb` (profilers/params.py), so the two compare directly
 INDEX_BYTES = 4  # int32 indices: what scipy and cuSPARSE use while nnz fits in 2**31

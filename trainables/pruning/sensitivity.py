@@ -33,8 +33,27 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
+from profilers.metric_registry import INT, F, S, declare_table
 from trainables.pruning.apply import structured_prune
 from trainables.pruning.targets import prunable_layers, structured_units
+
+declare_table(
+    "sensitivity",
+    __name__,
+    {
+        "layer": (S, "", "layer (unstructured) or structured unit name"),
+        "kind": (S, "", "weights, neurons, heads or channels"),
+        "method": (S, "", "unstructured or structured"),
+        "ratio": (F, "fraction", "ratio asked for"),
+        "removed": (F, "fraction", "share of the layer's weights actually zeroed or removed"),
+        "params": (INT, "count", "weights of the layer (unit: all its layers) before pruning"),
+        "base_acc": (F, "fraction", "metric of the unpruned model"),
+        "acc": (F, "fraction", "metric with only this layer pruned"),
+        "acc_drop": (F, "fraction", "base_acc - acc (positive = worse)"),
+        "f1_macro": (F, "fraction", "macro F1 with only this layer pruned"),
+        "loss": (F, "nats", "loss with only this layer pruned"),
+    },
+)
 
 Evaluate = Callable[[nn.Module], Mapping[str, float]]
 Method = Literal["unstructured", "structured"]
