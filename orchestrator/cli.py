@@ -91,6 +91,9 @@ def _add_validate(p: argparse.ArgumentParser) -> None:
     p.description = "Validate a sweep file (every stage) and print the trials it expands to."
     p.add_argument("sweep", type=Path, help="sweep file (YAML)")
     p.add_argument("--smoke", action="store_true", help="validate it as --smoke would run it")
+    p.add_argument(
+        "--no-pretrained", action="store_true", help="validate it as --no-pretrained would run it"
+    )
     p.set_defaults(handler=_validate)
 
 
@@ -237,10 +240,15 @@ def _load(path: Path, *, smoke: bool) -> tuple[SweepConfig, str]:
 
 
 def execute(sweep: SweepConfig, sweep_text: str, args: argparse.Namespace) -> int:
-    """Build the run plan once (its stages, or the sweep alone), run it, print each stage's table."""
+    """Build the run plan once (its stages, or the sweep alone), run it, print one summary.
+
+    Ctrl-C / SIGTERM stop it cleanly (`orchestrator.driver.interrupts`): exit 130 / 143, and the
+    last line printed is the command that resumes it.
+    """
+    from orchestrator.driver.interrupts import catch_stop, exit_code, resume_command
     from orchestrator.driver.offline import check_offline
-    from orchestrator.driver.preflight import check_plan
-    from orchestrator.driver.run_summary import print_summary
+    from orchestrator.driver.preflight import check_plan as check_resources
+    from orchestrator.driver.run_summary import print_run_summary
     from orchestrator.driver.stages import build_plan, run_plan
 
     output: Path = args.output
@@ -252,38 +260,62 @@ def execute(sweep: SweepConfig, sweep_text: str, args: argparse.Namespace) -> in
     source = str(getattr(args, "sweep", None) or sweep.name)
     try:
         plan = build_plan(sweep, source=source, adjust=adjust)
-        check_plan(
-            plan, address=args.address
-        )  # every stage, before Ray starts or a file is written
-        outcomes = run_plan(
-            plan,
-            output=output,
-            sweep_text=sweep_text,
-            address=args.address,
-            resume=args.resume,
-            tracking_uri=args.tracking_uri,
-            verbose=0 if args.quiet else 1,
-            storage=getattr(args, "storage", None),
-            retry_failed=bool(getattr(args, "retry_failed", False)),
-        )
+        check_resources(plan, address=args.address)  # every stage, before Ray or a file
+        check_plan(plan)
+        with catch_stop():
+            outcomes = run_plan(
+                plan,
+                output=output,
+                sweep_text=sweep_text,
+                address=args.address,
+                resume=args.resume,
+                tracking_uri=args.tracking_uri,
+                verbose=0 if args.quiet else 1,
+                storage=getattr(args, "storage", None),
+                retry_failed=bool(getattr(args, "retry_failed", False)),
+            )
     except SweepError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    for stage, outcome in zip(plan, outcomes, strict=True):
-        print_summary(stage.sweep, output.resolve(), outcome, tracking_uri=args.tracking_uri)
-    if getattr(args, "report", False):
+    stopped = next((o.stopped_by for o in outcomes if o.stopped_by is not None), None)
+    print_run_summary(plan, outcomes, output.resolve(), tracking_uri=args.tracking_uri)
+    if getattr(args, "report", False) and stopped is None:
         from orchestrator.report import build_report
+        from orchestrator.sinks.mlflow_runs import default_tracking_uri, tag_runs
 
-        print(f"report:  {build_report(output.resolve())}")
+        report = build_report(output.resolve())
+        uri = args.tracking_uri or sweep.mlflow.tracking_uri or default_tracking_uri()
+        tag_runs(uri, [o.parent_run_id for o in outcomes], {"lvmbench.report": str(report)})
+        print(f"report:  {report}")
+    if stopped is not None:
+        print("stopped; continue with:", flush=True)
+        print(resume_command(), flush=True)
+        return exit_code(stopped)
     return EXIT_TRIAL_FAILED if any(o.errors for o in outcomes) else EXIT_OK
 
 
+def check_plan(plan: list[Any]) -> None:
+    """The checks a trial would fail on, done once on the driver (SweepError, exit 2)."""
+    from orchestrator.driver.lora_targets import check_stage
+
+    for stage in plan:
+        check_stage(stage.sweep)
+
+
 def _validate(args: argparse.Namespace) -> int:
+    """The run's own checks (schema, stages, offline pre-flight, LoRA targets), without Ray."""
+    from orchestrator.driver.offline import check_offline
     from orchestrator.driver.stages import build_plan
+
+    no_pretrained = bool(getattr(args, "no_pretrained", False))
+
+    def adjust(s: SweepConfig) -> SweepConfig:
+        return check_offline(s, swap_weights=no_pretrained or s.smoke, swap_data=s.smoke)
 
     try:
         sweep, _ = _load(args.sweep, smoke=args.smoke)
-        plan = build_plan(sweep, source=str(args.sweep))
+        plan = build_plan(sweep, source=str(args.sweep), adjust=adjust)
+        check_plan(plan)
     except SweepError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -301,9 +333,11 @@ def _print_trials(sweep: SweepConfig) -> None:
     trials = expand(sweep)
     searched = {"model", "model.name"} & set(sweep.search)
     model = "(searched)" if searched else sweep.model.name
+    # A bench stage times steps at each batch size; it runs no epochs.
+    length = "" if sweep.trainable == "bench" else f"{sweep.optim.epochs} epoch(s), "
     print(
         f"sweep {sweep.name!r}: trainable {sweep.trainable}, model {model}, "
-        f"dataset {sweep.dataset.name}, {sweep.optim.epochs} epoch(s), "
+        f"dataset {sweep.dataset.name}, {length}"
         f"{len(trials)} trial(s){' (smoke)' if sweep.smoke else ''}"
     )
     keys = [k for k in trials[0] if k != "sample"] if trials else []

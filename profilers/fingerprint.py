@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from profilers.metric_registry import INT, B, S, declare
+from profilers.rng import with_own_rng
 
 declare(
     __name__,
@@ -141,6 +142,7 @@ def measure_peak_flops(device: torch.device, precision: str) -> tuple[float | No
 
 
 @cache
+@with_own_rng  # runs once per process: it must not shift the random stream of the first trial
 def _measure(device_name: str, precision: str, threads: int) -> tuple[float | None, str | None]:
     from profilers.step_timer import synchronize
 

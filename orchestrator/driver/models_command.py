@@ -37,6 +37,15 @@ def _matches(pattern: str | None, *names: str) -> bool:
     return any(fnmatch.fnmatch(n.lower(), pat) for n in names)
 
 
+def match_rank(pattern: str, name: str) -> int:
+    """0 the name asked for, 1 a name starting with it, 2 any other match: `models vit_tiny`
+    lists (and counts figures for) `vit_tiny_*` before `davit_tiny` or `maxvit_tiny_*`."""
+    pat, low = pattern.lower().strip("*"), name.lower()
+    if low == pat or low == f"hf/{pat}":
+        return 0
+    return 1 if low.startswith(pat) else 2
+
+
 def alias_rows(pattern: str | None) -> list[dict[str, Any]]:
     from trainables.models.names import ALIASES
 
@@ -58,15 +67,25 @@ def alias_rows(pattern: str | None) -> list[dict[str, Any]]:
 
 
 def timm_rows(pattern: str, img_size: int | None) -> list[dict[str, Any]]:
-    import timm
-
+    """timm's names matching `pattern` with their default input sizes, from the name cache
+    (`trainables.models.installed`): a warm cache answers without importing timm."""
+    from trainables.models.installed import cached_names
     from trainables.models.names import family
 
+    def read() -> list[str]:
+        import timm
+
+        out = []
+        for name in timm.list_models():
+            cfg = timm.models.get_pretrained_cfg(name)
+            out.append(f"{name}|{int(cfg.input_size[-1]) if cfg is not None else DEFAULT_SIZE}")
+        return out
+
+    sizes = dict(entry.rsplit("|", 1) for entry in cached_names("timm", "model_sizes", read))
     pat = pattern if "*" in pattern or "?" in pattern else f"*{pattern}*"
     rows = []
-    for name in timm.list_models(pat):
-        cfg = timm.models.get_pretrained_cfg(name)
-        size = img_size or (int(cfg.input_size[-1]) if cfg is not None else DEFAULT_SIZE)
+    for name in sorted(n for n in sizes if fnmatch.fnmatch(n, pat)):
+        size = img_size or int(sizes[name])
         rows.append(
             {"name": name, "kind": "timm", "model": name, "family": family(name), "img_size": size}
         )
@@ -183,6 +202,7 @@ def list_models(
         if not pattern.startswith(("hf/", "hf:")):
             others += timm_rows(pattern, img_size)
         others += hf_rows(pattern)
+        others.sort(key=lambda r: match_rank(pattern, r["name"]))  # stable: timm's order within
     store = {} if refresh else _load_cache(cache_path())
     versions = _versions() if with_figures else ""
     counted_now = 0

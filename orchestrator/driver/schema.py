@@ -274,7 +274,8 @@ class SweepConfig(TrialConfig):
         moved = {
             k: search.pop(k)
             for k in SEARCHER_KEYS
-            if k in search and not (k == "seed" and isinstance(search[k], dict))
+            # On re-validation (an assignment) a searched seed is already a SearchSpec, not a dict.
+            if k in search and not (k == "seed" and not isinstance(search[k], int | float | str))
         }
         if not moved:
             return data

@@ -146,6 +146,7 @@ def _sinks(
             sweep_params={
                 "trainable": sweep.trainable,
                 "smoke": sweep.smoke,
+                "search": ", ".join(sweep.search) or "(none)",
                 "output": str(output),
                 "stage": sweep.stage or "",
                 "single_trial": True,
@@ -240,13 +241,46 @@ def run(args: argparse.Namespace) -> int:
             post_mortem=args.pdb,
         )
         print(f"trial {trial.trial_id}: {trial.status}, {reporter.epoch_reports} report(s)")
+        print_trial_metrics(args.output.resolve(), sweep, trial.trial_id)
         if trial.error:
             failed = True
             print("\n".join(trial.error.strip().splitlines()[-5:]), file=sys.stderr)
     out = args.output.resolve()
     tables = sorted(p.name for p in out.iterdir() if p.is_dir() and not p.name.startswith("_"))
-    print(f"parquet: {out} ({', '.join(tables)})")
+    print(f"parquet: {out} ({', '.join(tables)}): one row per trial in {out / 'trials'}")
     return EXIT_TRIAL_FAILED if failed else EXIT_OK
+
+
+def print_trial_metrics(output: Path, sweep: SweepConfig, trial_id: str) -> None:
+    """The trial's final figures (its trainable's summary columns) and its caveats, from the
+    row it wrote to the `trials` table."""
+    import pandas as pd
+
+    from orchestrator.driver.trial_columns import (
+        COLUMNS_BY_TRAINABLE,
+        PEAK_MEM,
+        TRAIN_COLUMNS,
+        peak_memory,
+        sig,
+    )
+    from orchestrator.report.caveats import trial_caveats
+
+    if not (output / "trials").is_dir():
+        return
+    rows = pd.read_parquet(output / "trials")
+    rows = rows[(rows["sweep"] == sweep.name) & (rows["trial_id"] == trial_id)]
+    if rows.empty:
+        return
+    row = rows.iloc[-1]
+    cells = []
+    for key, header, scale in COLUMNS_BY_TRAINABLE.get(sweep.trainable, TRAIN_COLUMNS):
+        value = peak_memory(row) if key == PEAK_MEM else row.get(key)
+        if isinstance(value, int | float) and value == value:
+            cells.append(f"{header} {sig(value * scale)}")
+    if cells:
+        print("  " + ", ".join(cells))
+    for caveat in trial_caveats(row):
+        print(f"  warning: {caveat.flag}: {caveat.text}")
 
 
 def _stage(args: argparse.Namespace) -> tuple[SweepConfig, int]:

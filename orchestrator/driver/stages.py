@@ -147,6 +147,8 @@ def run_stages(
             overrides[START_KEY] = tune.sample_from(lookup)
         outcome = run_one(stage, overrides)
         outcomes.append(outcome)
+        if getattr(outcome, "stopped_by", None) is not None:
+            break  # Ctrl-C / SIGTERM: later stages wait for --resume
         if stage.name and any(
             s.source is not None and s.source.stage == stage.name for s in stages
         ):

@@ -13,7 +13,7 @@ import re
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from ray.tune.logger import JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from orchestrator.driver.dotted_keys import set_path
+from orchestrator.driver.interrupts import stop_requested
 from orchestrator.driver.objectives import TrialEndFacts, mark_pareto_front
 from orchestrator.driver.preflight import fit_resources
 from orchestrator.driver.schema import SweepConfig, SweepError
@@ -46,6 +47,11 @@ class SweepOutcome:
     errors: dict[str, str]
     parent_run_id: str | None
     results: Any = None  # Ray Tune's ResultGrid
+    # Ray Tune status per trial id (TERMINATED, ERROR, RUNNING, PENDING, PAUSED).
+    statuses: dict[str, str] = field(default_factory=dict)
+    stopped_by: int | None = (
+        None  # the signal that stopped the sweep (orchestrator.driver.interrupts)
+    )
 
 
 def git_sha() -> str | None:
@@ -342,6 +348,7 @@ def _outcome(
     results: Any, parent_run_id: str | None, sweep: SweepConfig, output: Path
 ) -> SweepOutcome:
     trial_ids, errors = [], {}
+    statuses = trial_statuses(results)
     for result in results:
         trial_id = result.metrics.get("trial_id") if result.metrics else None
         if trial_id is None and result.path:
@@ -357,7 +364,15 @@ def _outcome(
         errors=errors,
         parent_run_id=parent_run_id,
         results=results,
+        statuses=statuses,
+        stopped_by=stop_requested(),
     )
+
+
+def trial_statuses(results: Any) -> dict[str, str]:
+    """Ray Tune's status of every trial of a ResultGrid, those that never started included."""
+    analysis = getattr(results, "_experiment_analysis", None)
+    return {str(t.trial_id): str(t.status) for t in getattr(analysis, "trials", None) or []}
 
 
 LIVE_METRICS = {
@@ -371,14 +386,14 @@ LIVE_METRICS = {
 
 def live_table(sweep: SweepConfig) -> Any:
     """The table Ray prints while the sweep runs: searched params and a few key metrics."""
-    from ray.tune import CLIReporter
+    from orchestrator.driver.live_table import LiveTable
 
     params = {}
     for key in sweep.search:
         # Tune flattens the config with "/"; a searched section shows by its name field.
         column = key.replace(".", "/") + ("/name" if key in ("model", "dataset", "optim") else "")
         params[column] = key
-    return CLIReporter(
+    return LiveTable(
         metric_columns=LIVE_METRICS,
         parameter_columns=params or {"model/name": "model"},
         max_report_frequency=15,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pandas as pd
 
 from orchestrator.report import columns as C
+from orchestrator.report.caveats import at_chance, group_caveats, trial_caveats
 from orchestrator.report.groups import GROUP, N, groups, has_repeats, mean_view, overlaps
 from orchestrator.report.pareto import pareto_mask
 from orchestrator.report.tables import best_metric, has, recovered_acc
@@ -73,6 +74,60 @@ def recommendations(view: pd.DataFrame, group_by: str | None = None) -> list[str
             "Some trials ran with --smoke (a few batches on a tiny subset): their accuracies "
             "prove the pipeline runs, not what the models can reach."
         )
+    return lines
+
+
+def grouped_recommendations(
+    view: pd.DataFrame, group_by: str | None = None
+) -> list[tuple[str, list[str]]]:
+    """(heading, lines) per stage and trainable of one sweep: trials of different stages or
+    trainables (an 8-batch LoRA epoch, a 45-batch pretraining one) are never compared. Each
+    group's caveats come first; at chance accuracy they say why its findings cannot be trusted."""
+    keys = [c for c in (C.STAGE, C.TRAINABLE) if c in view]
+    parts = list(view.groupby(keys, sort=False, dropna=False)) if keys else [((), view)]
+    out = []
+    for key, g in parts:
+        named = dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=False))
+        stage, trainable = named.get(C.STAGE), named.get(C.TRAINABLE)
+        heading = " ".join(
+            x
+            for x in (
+                f"stage {stage}" if isinstance(stage, str) and stage else "",
+                f"({trainable})" if isinstance(trainable, str) and trainable else "",
+            )
+            if x
+        )
+        heading = heading if len(parts) > 1 else ""
+        lines = caveat_lines(g) + recommendations(g, group_by)
+        if lines:
+            out.append((heading, lines))
+    return out
+
+
+def caveat_lines(view: pd.DataFrame) -> list[str]:
+    """Warnings for a group of trials: chance accuracy, substituted weights, lock waits, noisy
+    latency, CPU RSS of shared workers (`orchestrator.report.caveats`)."""
+    lines: list[str] = []
+    chance = view.apply(at_chance, axis=1) if len(view) else pd.Series(dtype=bool)
+    if chance.any():
+        lines.append(
+            f"Warning: {int(chance.sum())} of {len(view)} trials reached only chance accuracy: "
+            "they learnt next to nothing, so the accuracy-based findings below cannot be trusted"
+            " (a model trained from random weights, e.g. --no-pretrained, too few epochs, or a "
+            "learning rate that does not fit)."
+        )
+    seen: set[str] = set()
+    for _, row in view.iterrows():
+        for caveat in trial_caveats(row):
+            if caveat.flag == "chance":
+                continue
+            text = f"Warning ({caveat.flag}): {caveat.text}."
+            if caveat.flag != "substituted":
+                text = f"Warning ({caveat.flag}): {row.get(C.LABEL, row.get(C.TRIAL_ID))} {caveat.text}."
+            if text not in seen:
+                seen.add(text)
+                lines.append(text)
+    lines += [f"Warning: {t}." for t in group_caveats(view) if "chance" not in t]
     return lines
 
 

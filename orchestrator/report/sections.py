@@ -18,8 +18,9 @@ import pandas as pd
 
 from orchestrator.report import columns as C
 from orchestrator.report import interactive, plots
+from orchestrator.report.caveats import caveat_flags
 from orchestrator.report.groups import GROUP, N, groups
-from orchestrator.report.recommendations import recommendations
+from orchestrator.report.recommendations import grouped_recommendations
 from orchestrator.report.speedups import speedup_rows
 from orchestrator.report.tables import (
     Tables,
@@ -207,6 +208,10 @@ def summary_table(sweep: object, g: pd.DataFrame) -> HtmlTable:
     if not any(c in metrics for c in C.TRIAL_LATENCY_MS) and has(g, C.LATENCY_MS):
         metrics.append(C.LATENCY_MS)  # from the `latency` table, where trials carry none
     cols = ident + config + metrics
+    flags = caveat_flags(g)
+    if flags.astype(bool).any():
+        g = g.assign(caveats=flags)
+        cols.append("caveats")
     header = ["trial" if c == C.LABEL else c for c in cols]
     t = _table(
         g,
@@ -318,9 +323,11 @@ def recommendations_section(view: pd.DataFrame, group_by: str | None = None) -> 
     sweeps = _sweeps(view)
     parts = []
     for sweep, g in sweeps:
-        lines = recommendations(g, group_by)
-        if lines:
-            parts.append(Part(heading=f"Sweep {sweep}" if len(sweeps) > 1 else "", bullets=lines))
+        for group, lines in grouped_recommendations(g, group_by):
+            heading = ", ".join(
+                x for x in (f"Sweep {sweep}" if len(sweeps) > 1 else "", group) if x
+            )
+            parts.append(Part(heading=heading, bullets=lines))
     if not parts:
         return None
     return Section(

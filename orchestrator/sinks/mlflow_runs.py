@@ -22,7 +22,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.sinks.parquet_rows import error_class
+from orchestrator.driver.interrupts import stop_requested
+from orchestrator.sinks.parquet_rows import BEST_OF, error_class
 from orchestrator.sinks.rerun import config_yaml, rerun_command
 from orchestrator.sinks.results import (
     LoggerCallback,
@@ -288,7 +289,7 @@ class MlflowSink(LoggerCallback):
         params = trial_params(trial)
         run = self.client.create_run(
             self._experiment_id,  # type: ignore[arg-type]
-            run_name=f"{trial.trial_id} {params.get('model.name')}",
+            run_name=run_name(params, self.sweep_params.get("search")),
             tags={
                 **self.tags,
                 "mlflow.parentRunId": parent,
@@ -408,11 +409,70 @@ class MlflowSink(LoggerCallback):
             for key in ("lvmbench.error", "lvmbench.error_type"):
                 if self._tag_values.pop((run_id, key), None) is not None:
                     self.client.delete_tag(run_id, key)
+        self._log_best(run_id)
+        self._tag_caveats(run_id)
         self.client.set_terminated(run_id, status=status)
+
+    def _tag_caveats(self, run_id: str) -> None:
+        """`lvmbench.caveats`: why this run's numbers mean less than they seem (chance accuracy,
+        substituted weights, lock waits, noisy latency; `orchestrator.report.caveats`)."""
+        import pandas as pd
+
+        from orchestrator.report.caveats import trial_caveats
+
+        data = self.client.get_run(run_id).data
+        row = pd.Series({**data.params, **data.metrics}, dtype=object)
+        row["smoke"] = data.params.get("smoke") == "True"
+        caveats = trial_caveats(row)
+        if caveats:
+            text = "; ".join(f"{c.flag}: {c.text}" for c in caveats)
+            self.client.set_tag(run_id, "lvmbench.caveats", text[:5000])
+
+    def _log_best(self, run_id: str) -> None:
+        """`best/*` as the trials table has them, from the run's own history (a resumed trial's
+        earlier epochs included), at the last epoch's step."""
+        best: dict[str, Any] = {}
+        for metric, mode in BEST_OF.items():
+            points = self.client.get_metric_history(run_id, metric)
+            if not points:
+                continue
+            pick = max if mode == "max" else min
+            top = pick(points, key=lambda p: p.value)
+            best[f"best/{metric}"] = top.value
+            if metric == "val/acc":
+                best["best/epoch"] = top.step
+        if best:
+            self._log(run_id, best, self._last_step.get(run_id, 0))
+
+    def _log_sweep_best(self) -> None:
+        """The parent run gets the sweep's best values: each `best/*` over its trials."""
+        from mlflow.entities import RunTag
+
+        best: dict[str, tuple[float, str]] = {}
+        for trial_id, run_id in self._children.items():
+            metrics = self.client.get_run(run_id).data.metrics
+            for metric, mode in BEST_OF.items():
+                value = metrics.get(f"best/{metric}")
+                if value is None:
+                    continue
+                have = best.get(metric)
+                better = have is None or (value > have[0] if mode == "max" else value < have[0])
+                if better:
+                    best[metric] = (value, trial_id)
+        if not best:
+            return
+        assert self.parent_run_id is not None
+        self._log(self.parent_run_id, {f"best/{m}": v for m, (v, _) in best.items()}, 0)
+        if "val/acc" in best:
+            tag = RunTag("lvmbench.best_trial_id", best["val/acc"][1])
+            self.client.log_batch(self.parent_run_id, tags=[tag])
 
     def log_trial_end(self, trial: Any, failed: bool = False) -> None:
         if failed:
             self._finish(trial, "FAILED", error_text(trial))
+        elif stop_requested() is not None:
+            # Tune ends the running trials of a stopped sweep as if they had finished.
+            self._finish(trial, "KILLED", None)
         else:
             self._finish(trial, "FINISHED", None)
 
@@ -427,6 +487,45 @@ class MlflowSink(LoggerCallback):
             if self.client.get_run(run_id).info.status != "RUNNING":
                 continue
             ended = {"TERMINATED": "FINISHED", "ERROR": "FAILED"}
+            if stop_requested() is not None:
+                ended = {"ERROR": "FAILED"}
             self.client.set_terminated(run_id, status=ended.get(status_of.get(trial_id), "KILLED"))
+        self._log_sweep_best()
         failed = any(t.status == "ERROR" for t in trials)
-        self.client.set_terminated(self.parent_run_id, status="FAILED" if failed else "FINISHED")
+        # A trial still pending or running at the end: the sweep was stopped (Ctrl-C, SIGTERM).
+        stopped = stop_requested() is not None or any(
+            t.status not in ("TERMINATED", "ERROR") for t in trials
+        )
+        status = "KILLED" if stopped else "FAILED" if failed else "FINISHED"
+        self.client.set_terminated(self.parent_run_id, status=status)
+
+
+def run_name(params: dict[str, Any], searched: str | None) -> str:
+    """A trial's MLflow run name: its model and searched values (`vit_tiny_patch16_224 rank=4`),
+    so the runs of a sweep tell apart in the UI (the trial id is the `lvmbench.trial_id` tag)."""
+    parts = [str(params.get("model.name"))]
+    for key in [k.strip() for k in (searched or "").split(",")]:
+        if not key or key in ("(none)", "model", "model.name"):
+            continue
+        value = params.get(key)
+        if value is None:
+            value = params.get(f"{key}.name")
+        parts.append(f"{key.rsplit('.', 1)[-1]}={_short(value)}")
+    return " ".join(parts)
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def tag_runs(tracking_uri: str, run_ids: list[str | None], tags: dict[str, str]) -> None:
+    """Set `tags` on finished runs (the parent runs get the report's path once it is written)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    for run_id in run_ids:
+        if run_id:
+            for key, value in tags.items():
+                client.set_tag(run_id, key, value)

@@ -124,18 +124,22 @@ def resolve_targets(model: nn.Module, target_modules: list[str] | str | None) ->
     targets = default_targets(base) if target_modules is None else list(target_modules)
     if not targets:
         raise ValueError("lora.target_modules is empty; name layers such as [qkv, proj, fc1, fc2]")
-    found = [
-        name
+    layers = [
+        (name, module)
         for name, module in base.named_modules()
-        if _adaptable(module) and outside_head(name) and _selected(name, module, targets)
+        if _adaptable(module) and outside_head(name)
     ]
-    if not found:
-        have = sorted(
-            {_short(n) for n, m in base.named_modules() if _adaptable(m) and outside_head(n)}
-        )
+    found = [name for name, module in layers if _selected(name, module, targets)]
+    # Every name must name some layer: a typo beside a good name would silently adapt half the
+    # layers. (A name of layers LoRA leaves out, depthwise convs, is no typo: they are skipped.)
+    named = [n for n, _ in base.named_modules() if n and outside_head(n)]
+    missing = [t for t in targets if not any(n == t or n.endswith(f".{t}") for n in named)]
+    if missing or not found:
+        have = sorted({_short(n) for n, _ in layers})
+        which = ", ".join(map(repr, missing or targets))
         raise ValueError(
-            f"lora.target_modules {targets} match no linear or (ungrouped) Conv2d layer of "
-            f"{type(base).__name__}; its layers end in: {', '.join(have) or 'none'}"
+            f"lora.target_modules: {which} of {targets} match no linear or (ungrouped) Conv2d "
+            f"layer of {type(base).__name__}; its layers end in: {', '.join(have) or 'none'}"
         )
     return found
 

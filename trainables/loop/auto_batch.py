@@ -32,6 +32,7 @@ from torch import nn
 
 from profilers.memory import MIB
 from profilers.metric_registry import INT, F, S, declare
+from profilers.rng import with_own_rng
 
 declare(
     __name__,
@@ -248,6 +249,7 @@ def training_step_probe(
 ) -> Callable[[int], None]:
     """`step(batch_size)`: one full training step on random images of `img_size`."""
 
+    @with_own_rng  # the probe's images and dropout must not shift the trial's random stream
     def step(batch_size: int) -> None:
         model.train()
         images = torch.randn(batch_size, 3, img_size, img_size, device=device)

@@ -29,6 +29,7 @@ from profilers.latency import autocast_context, latency_metrics, measure_latency
 from profilers.memory import track_memory
 from profilers.metric_registry import INT, B, F, S, declare
 from profilers.params import param_metrics
+from profilers.rng import with_own_rng
 from profilers.step_timer import StepTimer
 from trainables.config import TrialConfig
 from trainables.loop.device import trial_precision
@@ -105,6 +106,7 @@ def _tagged(metrics: dict[str, Any], tag: str) -> dict[str, Any]:
     return {f"{tag}/{k}": v for k, v in metrics.items()} if tag else metrics
 
 
+@with_own_rng
 def static_profile(
     model: nn.Module, cfg: TrialConfig, device: torch.device | str, *, tag: str = ""
 ) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:

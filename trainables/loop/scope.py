@@ -23,8 +23,24 @@ from functools import wraps
 from typing import Any
 
 from profilers.energy import EnergyMeter, meter_for, trial_energy
+from profilers.metric_registry import INT, declare
 from profilers.provenance import package_rows, provenance_facts
 from trainables.loop.reporting import Reporter
+
+declare(
+    __name__,
+    {
+        "env/process_trials": (
+            INT,
+            "count",
+            "trials this worker process has run, this one included (> 1: a reused worker, whose "
+            "CPU RSS carries what earlier trials left)",
+        ),
+    },
+)
+
+# Trials started in this process: a reused worker (`isolation: reuse`) runs several.
+_process_trials = 0
 
 
 def fresh_start() -> None:
@@ -77,8 +93,12 @@ def scoped(run: Trainable) -> Trainable:
 
     @wraps(run)
     def run_scoped(config: dict[str, Any], reporter: Reporter) -> None:
+        global _process_trials
+        _process_trials += 1
         fresh_start()
         reporter.begin()
+        # A per-trial fact, with the first report: also there when a scheduler stops it early.
+        reporter.add({"env/process_trials": _process_trials})
         energy = _trial_meter(str(config.get("device") or "auto"))
         energy_started = energy.reading()
         try:

@@ -39,6 +39,7 @@ declare(
         "data/crop_pct": (F, "fraction", "the model's evaluation centre crop (photo folders only)"),
         "data/train_samples": (INT, "count", "samples in the training split"),
         "data/val_samples": (INT, "count", "samples in the validation split"),
+        "data/num_classes": (INT, "count", "classes of the dataset (chance accuracy = 1 / it)"),
     },
 )
 
@@ -101,6 +102,7 @@ class TrialContext:
             **self.data.pipeline.facts(),
             "data/train_samples": len(self.data.train),  # type: ignore[arg-type]
             "data/val_samples": len(self.data.val),  # type: ignore[arg-type]
+            "data/num_classes": self.data.num_classes,
         }
 
 
