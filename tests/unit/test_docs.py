@@ -105,7 +105,7 @@ def test_every_declared_metric_is_documented(gen_docs: ModuleType) -> None:
 def test_readme_is_the_front_door() -> None:
     text = README.read_text(encoding="utf-8")
     lines = text.splitlines()
-    assert len(lines) <= 240, f"README.md has {len(lines)} lines; the reference goes in docs/"
+    assert len(lines) <= 260, f"README.md has {len(lines)} lines; the reference goes in docs/"
     pages = sorted(p.name for p in DOCS.glob("*.md"))
     assert len(pages) >= 6
     unlinked = [name for name in pages if f"](docs/{name}" not in text]
