@@ -46,9 +46,16 @@ def test_the_last_epoch_and_the_trial_end_report_are_not_judged() -> None:
 
 @pytest.mark.slow  # three one-batch trials on Ray: ~40 s on 2 cores
 def test_asha_sweep_has_the_trial_end_facts_of_every_trial(tmp_path: Path, mlflow_uri: str) -> None:
+    import ray
+
     sweep = tmp_path / "asha.yaml"
     sweep.write_text(SWEEP)
-    assert main([str(sweep), "--output", str(tmp_path / "out"), "--quiet"]) == 0
+    try:
+        assert main([str(sweep), "--output", str(tmp_path / "out"), "--quiet"]) == 0
+    finally:
+        # The sweep ran in this process: end the Ray session it started, so later tests start
+        # from none (tests/integration/test_bad_input.py checks that bad input starts no Ray).
+        ray.shutdown()
     trials = pd.read_parquet(tmp_path / "out" / "trials")
     assert len(trials) == 3
     assert trials["time/total_s"].notna().all() and (trials["time/total_s"] > 0).all()
