@@ -100,7 +100,7 @@ wrap(ray.tune.Tuner, "fit", "fit")
 wrap(ParquetSink, "log_trial_start", "trial_start")
 wrap(ParquetSink, "log_trial_result", "trial_result")
 wrap(ParquetSink, "log_trial_end", "trial_end")
-wrap(rs, "print_summary", "summary")
+wrap(rs, "print_run_summary", "summary")
 # Registered last, so it runs first at exit: Ray's own shutdown hook follows it.
 atexit.register(stamp, "atexit")
 sys.argv = ["orchestrator", *sys.argv[1:]]
