@@ -164,6 +164,16 @@ def display_names(keys: list[str]) -> dict[str, str]:
     return names
 
 
+def _column_stats(
+    ta: pd.DataFrame, tb: pd.DataFrame, col: str
+) -> tuple[tuple[int, float, float], tuple[int, float, float]]:
+    """`_stats` of one column on side A and on side B (non-numbers dropped)."""
+    return (
+        _stats(pd.to_numeric(ta[col], errors="coerce").tolist()),
+        _stats(pd.to_numeric(tb[col], errors="coerce").tolist()),
+    )
+
+
 def _stats(values: list[float]) -> tuple[int, float, float]:
     v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
     if len(v) == 0:
@@ -336,8 +346,7 @@ def compare_sides(
                 _row(
                     m,
                     col,
-                    _stats(pd.to_numeric(ta[col], errors="coerce").tolist()),
-                    _stats(pd.to_numeric(tb[col], errors="coerce").tolist()),
+                    *_column_stats(ta, tb, col),
                     kind="ratio",
                     higher=False,
                     threshold=threshold,
@@ -352,8 +361,7 @@ def compare_sides(
                 _row(
                     m,
                     col,
-                    _stats(pd.to_numeric(ta[col], errors="coerce").tolist()),
-                    _stats(pd.to_numeric(tb[col], errors="coerce").tolist()),
+                    *_column_stats(ta, tb, col),
                     kind="diff",
                     higher=True,
                     threshold=acc_threshold,
