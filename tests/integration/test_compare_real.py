@@ -17,7 +17,7 @@ SWEEP = """
 name: cmp_real
 trainable: train
 model: {{name: vit_tiny_patch16_224, img_size: 16, kwargs: {{depth: 1, patch_size: 8, embed_dim: 32, num_heads: 2}}}}
-dataset: {{name: digits}}
+dataset: {{name: digits, subset: 512}}
 optim: {{batch_size: {bs}, epochs: 5}}
 precision: fp32
 checkpoint: {{enabled: false}}
