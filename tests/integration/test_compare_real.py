@@ -1,5 +1,9 @@
 """`compare` on real runs of one one-trial sweep (`orchestrator trial`, no Ray): two runs of the
-same sweep are within noise on time metrics; halving optim.batch_size flags the throughput."""
+same sweep are within noise on time metrics; a quarter of the batch size flags the throughput.
+
+The epochs here last ~20 ms, so one epoch's time varies by ~8% and compare's band for a
+single repeat is ~35%: halving the batch (throughput x0.6-0.7 at this size) sits on that edge;
+a quarter (x0.3-0.4) is well past it."""
 
 from __future__ import annotations
 
@@ -30,7 +34,7 @@ resources: {{cpu: 1}}
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("cmp_real")
     outs = {}
-    for name, bs in (("a", 64), ("again", 64), ("half", 32)):
+    for name, bs in (("a", 64), ("again", 64), ("quarter", 16)):
         sweep = root / f"{name}.yaml"
         sweep.write_text(SWEEP.format(bs=bs), encoding="utf-8")
         outs[name] = root / name
@@ -55,10 +59,10 @@ def test_two_runs_of_one_sweep_are_within_noise(
     assert epoch["noise_from"] == "epochs after the first" and epoch["n_a"] == 4
 
 
-def test_halved_batch_size_flags_the_throughput(
+def test_a_quarter_of_the_batch_size_flags_the_throughput(
     runs: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _, report = _compare(runs["a"], runs["half"], capsys, "--metric", "samples_per_s")
+    _, report = _compare(runs["a"], runs["quarter"], capsys, "--metric", "samples_per_s")
     (row,) = report["rows"]  # matched although the batch size differs: it was not searched
     assert row["verdict"] in ("regression", "improvement"), row
     assert abs(row["change"] - 1) > max(0.05, row["noise"] or 0)
