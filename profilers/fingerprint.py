@@ -232,7 +232,9 @@ def fingerprint(
         "env/device_name": torch.cuda.get_device_name(device) if cuda else _cpu_name(),
         "env/device_count": torch.cuda.device_count() if cuda else 0,
         "env/driver_version": _driver_version() if cuda else None,
-        "env/torch_version": torch.__version__,
+        # A plain str: torch's TorchVersion would make whoever unpickles the facts (Tune's driver)
+        # import torch.
+        "env/torch_version": str(torch.__version__),
         "env/cuda_version": torch.version.cuda,
         "env/cudnn_version": str(cudnn) if cudnn is not None else None,
         "env/timm_version": timm.__version__,

@@ -39,6 +39,9 @@ class MetricSpec:
 
 _METRICS: dict[str, MetricSpec] = {}
 _TABLES: dict[str, dict[str, MetricSpec]] = {}
+# metric_spec's answers: the sinks ask for every column of every row (tens of thousands of calls
+# per sweep, each a scan of the families on a miss). Emptied whenever a declaration changes.
+_SPEC_CACHE: dict[str, MetricSpec | None] = {}
 
 
 def _specs(module: str, entries: dict[str, tuple[str, str, str]]) -> dict[str, MetricSpec]:
@@ -51,6 +54,7 @@ def _specs(module: str, entries: dict[str, tuple[str, str, str]]) -> dict[str, M
 
 
 def _add(target: dict[str, MetricSpec], specs: dict[str, MetricSpec], what: str) -> None:
+    _SPEC_CACHE.clear()
     for name, spec in specs.items():
         old = target.get(name)
         if old is not None and old.from_catalog:
@@ -92,9 +96,12 @@ def _lookup(key: str) -> MetricSpec | None:
 
 def metric_spec(key: str) -> MetricSpec | None:
     """The declaration behind `key`, also for `<tag>/<key>` and keyed families; None if unknown."""
+    if key in _SPEC_CACHE:
+        return _SPEC_CACHE[key]
     spec = _lookup(key)
     if spec is None and "/" in key:
         spec = _lookup(key.split("/", 1)[1])
+    _SPEC_CACHE[key] = spec
     return spec
 
 
@@ -153,6 +160,7 @@ def load_catalog(path: Path = CATALOG) -> None:
     doc = json.loads(path.read_text(encoding="utf-8"))
 
     def add(target: dict[str, MetricSpec], entries: dict[str, list[str]]) -> None:
+        _SPEC_CACHE.clear()
         for name, (typ, unit, description, module) in entries.items():
             if name not in target:
                 target[name] = MetricSpec(name, typ, unit, description, module, True)

@@ -256,6 +256,7 @@ def test_a_declaration_replaces_its_catalog_entry(tmp_path: Path) -> None:
     finally:
         reg._METRICS.pop("zz_test/x", None)
         reg._TABLES.pop("zz_test_table", None)
+        reg._SPEC_CACHE.clear()
 
 
 # Repository folders a doc or a sweep header may cite a path in.

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import io
+import pickle
+from typing import Any
+
 import pytest
 
 from profilers.metric_registry import metric_type
@@ -14,8 +18,32 @@ def _lock_dir(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("LVMBENCH_LOCK_DIR", str(tmp_path / "locks"))
 
 
+class PickledReporter(ListReporter):
+    """Also keeps each result pickled, as Tune sends it to the driver."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pickled: list[bytes] = []
+
+    def emit(self, result: dict[str, Any], checkpoint_dir: str | None) -> None:
+        self.pickled.append(pickle.dumps(result))
+        super().emit(result, checkpoint_dir)
+
+
+def modules_to_unpickle(data: bytes) -> set[str]:
+    found: set[str] = set()
+
+    class Recording(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            found.add(module)
+            return super().find_class(module, name)
+
+    Recording(io.BytesIO(data)).load()
+    return found
+
+
 def test_train_trial_reports_static_and_per_epoch_profiles() -> None:
-    reporter = ListReporter()
+    reporter = PickledReporter()
     run(
         {
             "model": {
@@ -60,6 +88,10 @@ def test_train_trial_reports_static_and_per_epoch_profiles() -> None:
         assert all(metric_type(k) for k in profiler_keys), [
             k for k in profiler_keys if not metric_type(k)
         ]
+    # The driver unpickles every result: a torch object in one (torch's TorchVersion string was
+    # one) makes it import torch, ~1.5 s on the way to the sweep's first row.
+    needs = set().union(*map(modules_to_unpickle, reporter.pickled))
+    assert not {m for m in needs if m.split(".")[0] in ("torch", "timm", "trainables")}, needs
     lat = reporter.tables["latency"]
     assert len(lat) == 4 and all(r["latency_ms_p99"] >= r["latency_ms_p50"] for r in lat)
     assert len(reporter.tables["flops"]) == 1
