@@ -28,6 +28,16 @@ def test_digits_resized_normalized_and_split() -> None:
     assert abs(len(data.val) - 0.2 * 1797) <= 1
 
 
+def test_digits_are_scikit_learns() -> None:
+    from sklearn.datasets import load_digits
+
+    from trainables.data.loaders import digits_arrays
+
+    images, target = digits_arrays()
+    ref = load_digits()
+    assert np.array_equal(images, ref.images) and np.array_equal(target, ref.target)
+
+
 def test_subset_caps_each_split() -> None:
     data = build_data(DatasetConfig(name="digits", subset=50), pipe(16))
     assert len(data.train) == 50 and len(data.val) == 50

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 from torch import nn
 
@@ -113,3 +114,19 @@ def test_cosine_schedule_warms_up_then_decays() -> None:
     assert lrs[0] == pytest.approx(cfg.optim.lr * 0.5 * (1 + math.cos(math.pi / 4)), rel=1e-6)
     assert lrs[0] > lrs[1] > lrs[2] > lrs[3]
     assert lrs[3] < 0.2 * cfg.optim.lr
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_macro_f1_is_scikit_learns(seed: int) -> None:
+    from sklearn.metrics import f1_score
+
+    from trainables.loop.epoch import macro_f1
+
+    rng = np.random.default_rng(seed)
+    # Labels missing from one side, or predicted but never true, count as sklearn counts them.
+    true = rng.integers(0, 7, size=50)
+    pred = np.where(rng.random(50) < 0.6, true, rng.integers(0, 9, size=50))
+    assert macro_f1(true, pred) == pytest.approx(
+        f1_score(true, pred, average="macro", zero_division=0)
+    )
+    assert macro_f1(true, true) == 1.0
