@@ -13,7 +13,7 @@ each further trial costs.
    wrapped with timestamps): interpreter and driver imports, Ray's start (`init_ray`), Tune's
    set-up until the trial starts (the sinks' `log_trial_start`), the trial until its first result
    (the worker's imports of torch and timm, the trial's own work, `tune.report`), the trial's end
-   until the Tuner returns, the summary, and the exit (Ray's shutdown at interpreter exit).
+   until the Tuner returns, the summary, Ray's shutdown (`shutdown_ray`) and the interpreter's exit.
 3. Per-trial overhead: sweeps of `--trials` and of 4 one-batch trials, two at a time (one CPU
    each), `isolation: reuse` (the default) and, with `--isolation both`, `process`. The overhead
    of a further trial is what the larger sweep costs beyond the smaller one, per extra trial:
@@ -103,8 +103,9 @@ wrap(ParquetSink, "log_trial_end", "trial_end")
 wrap(rs, "print_run_summary", "summary")
 # Registered last, so it runs first at exit: Ray's own shutdown hook follows it.
 atexit.register(stamp, "atexit")
+wrap(sr, "shutdown_ray", "shutdown_ray")
 sys.argv = ["orchestrator", *sys.argv[1:]]
-rc = cli.main(sys.argv[1:])
+rc = cli.entry()  # what `python -m orchestrator` runs
 stamp("main returned")
 sys.exit(rc)
 """
@@ -195,7 +196,8 @@ PHASES = (
     ("trial to its first result", "start trial_result"),
     ("trial end, Tuner returns", "end fit"),
     ("summary", "end summary"),
-    ("exit (Ray shutdown)", "exit"),
+    ("Ray shutdown (shutdown_ray)", "end shutdown_ray"),
+    ("interpreter exit", "exit"),
 )
 
 

@@ -20,11 +20,13 @@ import logging
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+# The function, not the module of the same name (pandas and pyarrow: the driver has them anyway).
 from orchestrator.report.groups import groups
-from orchestrator.report.page import render_page
-from orchestrator.report.sections import Section, build_sections
-from orchestrator.report.tables import load_tables
+
+if TYPE_CHECKING:
+    from orchestrator.report.sections import Section
 
 __all__ = ["build_report", "default_out_path", "groups", "run"]
 
@@ -51,6 +53,12 @@ def build_report(
 
     Raises FileNotFoundError when `results_dir` does not exist or holds no table.
     """
+    # Imported here: the sweep's driver imports this package for `caveats`, and matplotlib,
+    # plotly and the figures cost its start a second.
+    from orchestrator.report.page import render_page
+    from orchestrator.report.sections import build_sections
+    from orchestrator.report.tables import load_tables
+
     results_dir = Path(results_dir)
     out = Path(out_path) if out_path else default_out_path(results_dir)
     tables = load_tables(results_dir)
