@@ -22,17 +22,21 @@ ROOT = Path(__file__).resolve().parents[2]
 # prints which of their modules got loaded anyway.
 HIDDEN_RUN = textwrap.dedent(
     """
-    import runpy, sys
+    import atexit, runpy, sys
     hidden = sys.argv[1].split(",")
     # None in sys.modules: `import ray` raises ImportError, importlib.util.find_spec says None.
     for name in hidden:
         sys.modules[name] = None
+
+    def loaded():
+        mods = [m for m, mod in sys.modules.items() if mod is not None and m.split(".")[0] in hidden]
+        print("LOADED", sorted(mods), flush=True)
+
+    # At exit: the command ends its process itself (`orchestrator.cli.end_process`) after the
+    # exit hooks, so a `finally` here would never run.
+    atexit.register(loaded)
     sys.argv = ["orchestrator", *sys.argv[2:]]
-    try:
-        runpy.run_module("orchestrator", run_name="__main__", alter_sys=True)
-    finally:
-        loaded = [m for m, mod in sys.modules.items() if mod is not None and m.split(".")[0] in hidden]
-        print("LOADED", sorted(loaded))
+    runpy.run_module("orchestrator", run_name="__main__", alter_sys=True)
     """
 )
 
