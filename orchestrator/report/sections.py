@@ -319,6 +319,56 @@ def speedups_section(view: pd.DataFrame) -> Section | None:
     )
 
 
+def cost_section(view: pd.DataFrame) -> Section | None:
+    """Dollars per run and per accuracy point, where the sweep priced its trials (`cost:`)."""
+    if not has(view, C.COST_USD):
+        return None
+    acc = C.BEST_PREFIX + C.VAL_ACC
+    parts = []
+    for sweep, g in _sweeps(view):
+        usd = pd.to_numeric(g[C.COST_USD], errors="coerce")
+        g = g[usd.notna()]
+        if g.empty:
+            continue
+        usd = usd[usd.notna()].astype(float)
+        points = 100 * pd.to_numeric(g[acc], errors="coerce") if acc in g else usd * math.nan
+        g = g.assign(**{C.USD_PER_POINT: usd / points.where(points > 0)})
+        g = g.sort_values(C.USD_PER_POINT, na_position="last")
+        ident = [c for c in (C.LABEL, C.TRIAL_ID, C.STAGE) if has(g, c)]
+        config = [c for c in varying_columns(g) if c != C.STAGE]
+        cols = ident + config + _present(g, [C.COST_USD, C.TOTAL_S, acc, C.USD_PER_POINT])
+        header = ["trial" if c == C.LABEL else c for c in cols]
+        name = C.LABEL if C.LABEL in g else C.TRIAL_ID
+        cheapest = g.loc[usd.idxmin()]
+        lines = [
+            f"{len(g)} priced trials, {usd.sum():.4g} USD in all; the cheapest run: "
+            f"{cheapest.get(name, '?')} at {usd.min():.4g} USD"
+        ]
+        if g[C.USD_PER_POINT].notna().any():
+            best = g.iloc[0]
+            lines.append(
+                f"cheapest per accuracy point: {best.get(name, '?')} at "
+                f"{best[C.USD_PER_POINT]:.4g} USD per point ({100 * float(best[acc]):.1f} points "
+                f"of best val/acc for {float(best[C.COST_USD]):.4g} USD)"
+            )
+        caption = f"Sweep {sweep}: {len(g)} trials, cheapest per accuracy point first"
+        table = _table(g, cols, caption, header=header, table_id=f"cost-{sweep}")
+        parts.append(Part(bullets=lines, tables=[table]))
+    if not parts:
+        return None
+    return Section(
+        "cost",
+        "Cost",
+        intro=(
+            "What each trial cost at the sweep's prices (cost: in the sweep file): cost/usd from "
+            "its wall time (time/total_s) and the resources it held. USD per accuracy point is "
+            "cost/usd / (100 x best/val/acc): the price of one percentage point of the accuracy "
+            "it reached. Trials without a price are left out; no price, no section."
+        ),
+        parts=parts,
+    )
+
+
 def recommendations_section(view: pd.DataFrame, group_by: str | None = None) -> Section | None:
     sweeps = _sweeps(view)
     parts = []
@@ -502,6 +552,7 @@ def build_sections(
         lambda: recommendations_section(view, group_by),
         lambda: summary(view, group_by),
         lambda: speedups_section(view),
+        lambda: cost_section(view),
         *[
             (
                 lambda sid=sid, title=title, draw=draw: figure_section(

@@ -339,3 +339,24 @@ def test_pruning_recommendation_uses_recovered_accuracy(tmp_path: Path) -> None:
         "Highest unstructured pruning ratio within one point of the best recovered accuracy: "
         "0.5 (ratio=0.5), val/acc 0.921 (92.1%)." in lines
     )
+
+
+def test_cost_per_run_and_per_accuracy_point(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    write_quickstart(out, np.random.default_rng(0), gpu=False)
+    trials = read(out, "trials")
+    trials["cost/usd"] = [0.004, 0.001, 0.002, None][: len(trials)]
+    shutil.rmtree(out / "trials")
+    (out / "trials").mkdir()
+    pq.write_table(pa.Table.from_pandas(trials, preserve_index=False), out / "trials" / "t.parquet")
+    page = parse(build_report(out, tmp_path / "r.html", static=True).read_text(encoding="utf-8"))
+    assert "cost" in page.sections
+    table = page.tables["cost-quickstart"]
+    col = {name: i for i, name in enumerate(table.header)}
+    priced = trials[trials["cost/usd"].notna()]
+    assert len(table.rows) == len(priced)  # the unpriced trial is left out, not shown as $0
+    per_point = priced["cost/usd"] / (100 * priced["best/val/acc"])
+    shown = [float(r[col["usd per accuracy point"]][1]) for r in table.rows]
+    assert shown == sorted(shown)  # cheapest per point first
+    assert shown == pytest.approx(sorted(per_point), rel=0.01)
+    # Without a price the section is absent (the `full` report has none: ALL_SECTIONS).
