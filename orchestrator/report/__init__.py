@@ -8,9 +8,10 @@ memory; the other figures as PNG data URIs, also written to `<out stem>_plots/` 
 Trials that differ only in `seed` (or the `group_by` keys) are pooled into groups: `groups()`.
 
 Sections, each present only when its data is: overview, recommendations, a summary table per
-sweep, speed-ups, cost (USD per run and per accuracy point, with prices), accuracy vs GMACs / latency / peak memory with the Pareto front, training curves, latency
-vs input size, memory (GPU allocated vs reserved, or CPU RSS), LoRA rank, pruning ratio, pruning
-sensitivity heatmap, weight distributions, environment. Column names it reads: `columns.py`.
+sweep, speed-ups, cost (USD per run and per accuracy point, where the sweep has prices), accuracy
+vs GMACs / latency / peak memory with the Pareto front, training curves, latency vs input size,
+memory (GPU allocated vs reserved, or CPU RSS), LoRA rank, pruning ratio, pruning sensitivity
+heatmap, weight distributions, environment. Column names it reads: `columns.py`.
 """
 
 from __future__ import annotations
