@@ -234,13 +234,18 @@ def end_process(code: int) -> None:
     """Exit now: the exit hooks run and the streams are flushed, but the interpreter does not tear
     down, one by one, the ~3,000 modules a sweep's driver imports (~0.7 s of every command, from
     `benchmarks/startup.py`); everything the command writes is closed by the time it returns.
-    Where CPython's `atexit._run_exitfuncs` is missing, the ordinary exit."""
+    Where CPython's `atexit._run_exitfuncs` is missing, or a non-daemon thread is still running,
+    the ordinary exit."""
     import atexit
     import logging
+    import threading
 
     run_hooks = getattr(atexit, "_run_exitfuncs", None)
-    if run_hooks is None:
-        return
+    main_thread = threading.main_thread()
+    if run_hooks is None or any(
+        t.is_alive() and not t.daemon for t in threading.enumerate() if t is not main_thread
+    ):
+        return  # a thread still at work (the interpreter joins it), or no hooks to run by hand
     run_hooks()
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):

@@ -226,3 +226,30 @@ def test_summary_prints_an_mlflow_command_this_shell_can_run(
     # The venv's script, named as the shell finds it from here.
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}:/usr/bin:/bin")
     assert mlflow_command() == "mlflow"
+
+
+def test_the_command_ends_its_process_after_the_exit_hooks() -> None:
+    # What `python -m orchestrator` does after `main`: exit hooks, flushed streams, the code.
+    out = run_python(
+        "import atexit, sys\n"
+        "from orchestrator.cli import end_process\n"
+        "atexit.register(lambda: print('hook ran', flush=True))\n"
+        "print('written', end='')\n"
+        "end_process(3)\n"
+        "print('not reached')\n"
+    )
+    assert out.returncode == 3, out.stderr
+    assert out.stdout == "writtenhook ran\n"
+
+
+def test_a_running_thread_gets_the_ordinary_exit() -> None:
+    out = run_python(
+        "import threading, time\n"
+        "from orchestrator.cli import end_process\n"
+        "t = threading.Thread(target=lambda: (time.sleep(0.5), print('thread done', flush=True)))\n"
+        "t.start()\n"
+        "end_process(0)\n"
+        "print('returned', flush=True)\n"
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["returned", "thread done"]
