@@ -109,8 +109,8 @@ def shutdown_ray() -> None:
 
     if not ray.is_initialized():
         return
-    node = getattr(getattr(ray, "_private", None), "worker", None)
-    node = getattr(node, "_global_node", None)
+    # Ray's private handle on the node it started (None when joined with --address).
+    node = getattr(getattr(getattr(ray, "_private", None), "worker", None), "_global_node", None)
     processes = getattr(node, "all_processes", None) or {}
     for info in processes.get("monitor", []):
         if info.process.poll() is None:

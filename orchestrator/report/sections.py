@@ -144,6 +144,12 @@ def _present(df: pd.DataFrame, cols: tuple[str, ...] | list[str]) -> list[str]:
     return [c for c in cols if has(df, c)]
 
 
+def _trial_columns(g: pd.DataFrame, *extra: str) -> list[str]:
+    """What names a trial in a per-trial table: label, id, stage, `extra`, the searched config."""
+    ident = [c for c in (C.LABEL, C.TRIAL_ID, C.STAGE, *extra) if has(g, c)]
+    return ident + [c for c in varying_columns(g) if c != C.STAGE]
+
+
 def overview(tables: Tables, view: pd.DataFrame) -> Section:
     """Where the numbers come from: sweeps, trials, epochs and the files read."""
     counts = {name: len(tables.get(name)) for name in C.TABLES}
@@ -202,12 +208,11 @@ def summary_table(sweep: object, g: pd.DataFrame) -> HtmlTable:
     """One row per trial of one sweep: status, searched config, best and final metrics."""
     acc = C.BEST_PREFIX + C.VAL_ACC
     g = g.sort_values(acc, ascending=False, na_position="last") if acc in g else g
-    ident = [c for c in (C.LABEL, C.TRIAL_ID, C.STAGE, C.STATUS, C.N_EPOCHS) if has(g, c)]
-    config = [c for c in varying_columns(g) if c != C.STAGE]
+    ident = _trial_columns(g, C.STATUS, C.N_EPOCHS)
     metrics = _present(g, SUMMARY_METRICS)
     if not any(c in metrics for c in C.TRIAL_LATENCY_MS) and has(g, C.LATENCY_MS):
         metrics.append(C.LATENCY_MS)  # from the `latency` table, where trials carry none
-    cols = ident + config + metrics
+    cols = ident + metrics
     flags = caveat_flags(g)
     if flags.astype(bool).any():
         g = g.assign(caveats=flags)
@@ -331,12 +336,10 @@ def cost_section(view: pd.DataFrame) -> Section | None:
         if g.empty:
             continue
         usd = usd[usd.notna()].astype(float)
-        points = 100 * pd.to_numeric(g[acc], errors="coerce") if acc in g else usd * math.nan
+        points = 100 * pd.to_numeric(g.get(acc, pd.Series(index=g.index)), errors="coerce")
         g = g.assign(**{C.USD_PER_POINT: usd / points.where(points > 0)})
         g = g.sort_values(C.USD_PER_POINT, na_position="last")
-        ident = [c for c in (C.LABEL, C.TRIAL_ID, C.STAGE) if has(g, c)]
-        config = [c for c in varying_columns(g) if c != C.STAGE]
-        cols = ident + config + _present(g, [C.COST_USD, C.TOTAL_S, acc, C.USD_PER_POINT])
+        cols = _trial_columns(g) + _present(g, [C.COST_USD, C.TOTAL_S, acc, C.USD_PER_POINT])
         header = ["trial" if c == C.LABEL else c for c in cols]
         name = C.LABEL if C.LABEL in g else C.TRIAL_ID
         cheapest = g.loc[usd.idxmin()]

@@ -1,8 +1,8 @@
 """The epoch loop every trainable shares: `train_one_epoch` and `evaluate`, each returning flat metrics.
 
 Keys: `train/loss` (mean cross-entropy over samples), `train/acc`, `val/loss`, `val/acc`,
-`val/f1_macro` (macro F1 over the whole validation split, as scikit-learn's `f1_score`), `train/samples`,
-`val/samples`, plus the step timer's `time/*` keys for the training epoch.
+`val/f1_macro` (macro F1 over the whole validation split, as scikit-learn's `f1_score`),
+`train/samples`, `val/samples`, plus the step timer's `time/*` keys for the training epoch.
 
 Under several processes (a multi-worker trial) every figure covers all workers: training sums are
 all-reduced once per epoch, validation is gathered, and the samples Accelerate repeats to fill
