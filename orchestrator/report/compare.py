@@ -9,7 +9,9 @@ Per match and metric: B/A for costs (epoch time, samples/s, step p50, latency p5
 point, peak memory, MACs, energy), B - A in points for accuracy and F1, and a verdict:
 
 - the noise band is estimated from repeats: seeds (one value per trial), else the epochs after
-  the first (time metrics), else each latency point's own stdev over its repeats;
+  the first (time metrics; their median and scaled MAD, so one stalled epoch does not decide),
+  else each latency point's own stdev over its repeats; the last two see only the spread inside
+  one run, and the output says so (`caveats`);
 - time-like figures (times, throughput, latency, energy) use the spread of single repeats,
   `t * sqrt(sA^2 + sB^2)`: repeats inside one run share the machine's state, so the spread of
   their mean understates the drift between two runs; other figures (accuracy, memory) use
@@ -53,6 +55,8 @@ ENERGY_PREFIXES = ("energy/", "cost/")
 RUN_IDS = ("node_id", "_pid", "run_id", "trial_id")
 # A latency point's stdev comes from many timed repeats: its t quantile is the normal one.
 LARGE_DF = 1000
+MAD_TO_STD = 1.4826
+ONE_RUN = "epochs after the first"
 
 
 @dataclass
@@ -174,11 +178,19 @@ def _column_stats(
     )
 
 
-def _stats(values: list[float]) -> tuple[int, float, float]:
+def _stats(values: list[float], robust: bool = False) -> tuple[int, float, float]:
+    """(n, centre, spread): mean and stdev; with `robust`, the median and the scaled median
+    absolute deviation (1.4826 x MAD estimates the stdev of normal samples), which one stalled
+    epoch among a handful neither drags nor widens."""
     v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
     if len(v) == 0:
         return 0, math.nan, math.nan
-    return len(v), float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else math.nan
+    if len(v) == 1:
+        return 1, float(v[0]), math.nan
+    if robust:
+        med = float(np.median(v))
+        return len(v), med, MAD_TO_STD * float(np.median(np.abs(v - med)))
+    return len(v), float(v.mean()), float(v.std(ddof=1))
 
 
 def _epoch_samples(side: Side, trials: pd.DataFrame, col: str) -> tuple[list[float], str]:
@@ -196,7 +208,7 @@ def _epoch_samples(side: Side, trials: pd.DataFrame, col: str) -> tuple[list[flo
     if len(per_trial) > 1:
         return per_trial.astype(float).tolist(), "seeds"
     vals = rows[col].astype(float).tolist()
-    return vals, "epochs after the first" if len(vals) > 1 else "none"
+    return vals, ONE_RUN if len(vals) > 1 else "none"
 
 
 def verdict(change: float, band: float, higher_is_better: bool) -> str:
@@ -306,8 +318,8 @@ def compare_sides(
                 _row(
                     m,
                     col,
-                    _stats(sa),
-                    _stats(sb),
+                    _stats(sa, robust=fa == ONE_RUN),
+                    _stats(sb, robust=fb == ONE_RUN),
                     kind="ratio",
                     higher=higher,
                     threshold=threshold,
@@ -395,6 +407,20 @@ def environment_diff(a: Side, b: Side) -> list[tuple[str, str, str]]:
     return [(c, values(a, c), values(b, c)) for c in cols if values(a, c) != values(b, c)]
 
 
+def caveats(rows: list[Row]) -> list[str]:
+    """What the verdicts cannot see: time figures whose band comes from inside one run."""
+    single = [r for r in rows if r.noise_from in (ONE_RUN, "latency stdev")]
+    if not single:
+        return []
+    flagged = sum(r.verdict != WITHIN for r in single)
+    return [
+        f"{len(single)} time figures ({flagged} flagged) rest on one run per side: their band is "
+        "the spread inside each run, not between runs; a second run of the same sweep can differ "
+        "by more (on a busy or small machine, tens of %). Repeat the trials (seeds, or several "
+        "outputs in one folder) before trusting such a verdict."
+    ]
+
+
 def _fmt(v: float | None) -> str:
     if v is None or not np.isfinite(v):
         return "-"
@@ -473,6 +499,7 @@ def write_html(
     counts = {v: sum(r.verdict == v for r in rows) for v in (REGRESSION, IMPROVEMENT, WITHIN)}
     bullets = [f"{v}: {n}" for v, n in counts.items()]
     bullets.append(f"threshold {100 * threshold:g}% (costs); rows marked: regressions")
+    bullets += caveats(rows)
     for side, keys in unmatched.items():
         if keys:
             bullets.append(f"only in {side.upper()}: {'; '.join(keys[:20])}")
@@ -523,6 +550,7 @@ def run(args: argparse.Namespace) -> int:
                     "rows": [asdict(r) for r in rows],
                     "unmatched": unmatched,
                     "regressions": len(regressions),
+                    "caveats": caveats(rows),
                 },
                 indent=1,
                 default=lambda v: None,
@@ -545,6 +573,8 @@ def run(args: argparse.Namespace) -> int:
                 print(f"only in {side.upper()}: {'; '.join(keys)}")
         counts = {v: sum(r.verdict == v for r in rows) for v in (REGRESSION, IMPROVEMENT, WITHIN)}
         print(", ".join(f"{n} {v}" for v, n in counts.items()))
+        for note in caveats(rows):
+            print(f"note: {note}")
     if args.html:
         path = write_html(Path(args.html), a, b, rows, env, unmatched, threshold)
         print(f"compare page: {path}", file=sys.stderr if args.json else sys.stdout)

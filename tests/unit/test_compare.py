@@ -140,3 +140,42 @@ def test_cli_fail_on_json_html_and_environment(
     assert out.startswith("Environments differ") and "9.9.9" in out.split("\n\n")[0]
     assert main(["compare", a, f"{same}:nope"]) == 2
     assert "no trials of sweep 'nope'" in capsys.readouterr().err
+
+
+def _scale_epochs(out: Path, factors: dict[int, float]) -> Path:
+    """Multiply time/epoch_s of the given epochs (1-based) in every epochs table under `out`."""
+    for f in (out / "epochs").glob("*.parquet"):
+        t = pq.read_table(f).to_pandas()
+        for e, k in factors.items():
+            t.loc[t["epoch"] == e, "time/epoch_s"] *= k
+        pq.write_table(pa.Table.from_pandas(t, preserve_index=False), f)
+    return out
+
+
+def test_one_stalled_epoch_neither_hides_a_slowdown_nor_makes_one(tmp_path: Path) -> None:
+    one = {"lrs": (1e-3,), "seeds": 1, "epochs": 6}
+    a = _write(tmp_path / "a", 1, **one)
+    stalled = _scale_epochs(_write(tmp_path / "stalled", 1, **one), {4: 10.0})
+    slow_and_stalled = _scale_epochs(
+        _write(tmp_path / "slow", 1, **one), {2: 1.5, 3: 1.5, 4: 15.0, 5: 1.5, 6: 1.5}
+    )
+
+    (same,) = _rows(a, stalled, metrics=["epoch_s"])
+    assert same.verdict == WITHIN and same.change == pytest.approx(1.0, abs=0.05)
+    (slow,) = _rows(a, slow_and_stalled, metrics=["epoch_s"])
+    assert slow.verdict == REGRESSION and slow.change == pytest.approx(1.5, rel=0.1)
+    assert slow.noise is not None and slow.noise < 0.5  # mean and stdev: a band of ~±1700%
+
+
+def test_caveats_name_verdicts_from_one_run_each(
+    outs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    one = {"lrs": (1e-3,), "seeds": 1, "epochs": 4}
+    a, b = _write(tmp_path / "a", 1, **one), _write(tmp_path / "b", 2, slowdown=2.0, **one)
+    assert main(["compare", str(a), str(b), "--json"]) == 0
+    (note,) = json.loads(capsys.readouterr().out)["caveats"]
+    assert "one run per side" in note and "flagged" in note
+    assert main(["compare", str(a), str(b)]) == 0
+    assert "note: " in capsys.readouterr().out
+    assert main(["compare", str(outs["a"]), str(outs["same"]), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["caveats"] == []  # seeds: repeats on both sides
