@@ -74,3 +74,26 @@ def test_step_limits_fit_the_budget_and_installs_resolve_dependencies() -> None:
     code = [line for line in script.splitlines() if not line.lstrip().startswith("#")]
     assert not any("--no-deps" in line or "--target" in line for line in code)
     assert any("--no-index --find-links .whl" in line for line in code)
+
+
+def test_the_bare_loop_steps_with_the_trial_optimizer() -> None:
+    """The side-by-side's bare loop must not be slower by a choice of optimizer kernel: its AdamW
+    has the trial's step (fused where the device has one) and the trial's weight decay per
+    parameter (none on norms and biases)."""
+    import timm
+    import torch
+
+    from trainables.config import TrialConfig
+    from trainables.loop.optim import build_optimizer, uses_fused
+
+    model = timm.create_model("resnet18", pretrained=False, num_classes=10)
+    cpu = torch.device("cpu")
+    bare = gpu_steps.trial_adamw(model, cpu)
+    trial = build_optimizer(model, TrialConfig.model_validate({"model": {"name": "resnet18"}}))
+    assert type(bare) is type(trial) and uses_fused(bare) == uses_fused(trial)
+
+    def decay(opt: torch.optim.Optimizer) -> dict[int, float]:
+        return {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+
+    assert decay(bare) == decay(trial)
+    assert {g["lr"] for g in bare.param_groups} == {g["lr"] for g in trial.param_groups}
