@@ -202,7 +202,7 @@ for study in lora_bench lora_train perf_fp32 perf_bf16_loaders perf_on_device at
 done
 
 # side_by_side_<model>: the bench trainable (through the CLI), then a bare loop, on one model.
-if [[ $DRY == 1 ]]; then SB=(4 32 fp32 3 1); else SB=(64 224 bf16 30 5); fi
+if [[ $DRY == 1 ]]; then SB=(4 32 fp32 10 3); else SB=(64 224 bf16 30 5); fi
 read -r SB_BATCH SB_IMG SB_PREC SB_STEPS SB_WARM <<<"${SB[*]}"
 for m in vit_base_patch16_224 resnet50; do
   name=side_by_side_${m%%_*}
