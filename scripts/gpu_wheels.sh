@@ -23,6 +23,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${LVM_PY:-.venv/bin/python}
+# The versions to carry are read from the project's environment: without it, stop here, saying how.
+if ! "$PY" -c "import pydantic, fvcore, torch_pruning" >/dev/null 2>&1; then
+  echo "gpu_wheels.sh: $PY cannot import the project's dependencies (pydantic, fvcore," \
+    "torch_pruning), whose installed versions are the ones carried. Install the project first" \
+    "(make .venv/.installed, which make test also does) or point LVM_PY at a Python that has it." >&2
+  exit 2
+fi
 DEST=.whl
 rm -rf "$DEST"
 mkdir -p "$DEST"
