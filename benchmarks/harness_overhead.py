@@ -48,7 +48,7 @@ from torch.utils.data import DataLoader
 
 from trainables.config import TrialConfig
 from trainables.data.loaders import Pipeline, build_data
-from trainables.loop.optim import fused_step
+from trainables.loop.optim import plain_adamw
 from trainables.loop.reporting import ListReporter
 from trainables.models.create import create_model
 from trainables.registry import trainable
@@ -87,13 +87,7 @@ def bare_epochs(args: argparse.Namespace) -> list[float]:
     model = create_model(cfg.model, 10)
     data = build_data(cfg.dataset, Pipeline.from_model(model, cfg.model.img_size))
     loader = DataLoader(data.train, batch_size=args.batch_size, shuffle=True)
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    optimizer = torch.optim.AdamW(
-        [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": 0.05}],
-        lr=1e-3,
-        fused=fused_step("adamw", torch.device("cpu"), None),
-    )
+    optimizer = plain_adamw(model, torch.device("cpu"), lr=1e-3)
     loss_fn = nn.CrossEntropyLoss()
     rates = []
     model.train()

@@ -462,7 +462,9 @@ def cmd_bare(args: argparse.Namespace) -> int:
 
     infer_s = timed(infer, args.steps)
     model.train()
-    opt = trial_adamw(model, device)
+    from trainables.loop.optim import plain_adamw
+
+    opt = plain_adamw(model, device)
     loss_fn = torch.nn.CrossEntropyLoss()
 
     def train() -> None:
@@ -478,26 +480,6 @@ def cmd_bare(args: argparse.Namespace) -> int:
         "train_samples_per_s": args.batch * args.steps / train_s,
     }))  # fmt: skip
     return 0
-
-
-def trial_adamw(model: Any, device: Any) -> Any:
-    """The optimizer a trial builds (timm's AdamW: no weight decay on norms and biases, torch's
-    fused step wherever the device has one), written out in plain torch, so that the side-by-side
-    ratio measures the harness, not a choice of kernel: on CPU the default for-loop step of a
-    ResNet-50 costs a third of its training step, the fused one a few percent."""
-    import torch
-
-    from trainables.loop.optim import fused_step
-
-    params = list(model.parameters())
-    return torch.optim.AdamW(
-        [
-            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
-            {"params": [p for p in params if p.ndim > 1], "weight_decay": 0.05},
-        ],
-        lr=1e-3,
-        fused=fused_step("adamw", device, None),
-    )
 
 
 TARGET_RATIO = 0.97

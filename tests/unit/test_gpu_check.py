@@ -84,11 +84,11 @@ def test_the_bare_loop_steps_with_the_trial_optimizer() -> None:
     import torch
 
     from trainables.config import TrialConfig
-    from trainables.loop.optim import build_optimizer, uses_fused
+    from trainables.loop.optim import build_optimizer, plain_adamw, uses_fused
 
     model = timm.create_model("resnet18", pretrained=False, num_classes=10)
     cpu = torch.device("cpu")
-    bare = gpu_steps.trial_adamw(model, cpu)
+    bare = plain_adamw(model, cpu)
     trial = build_optimizer(model, TrialConfig.model_validate({"model": {"name": "resnet18"}}))
     assert type(bare) is type(trial) and uses_fused(bare) == uses_fused(trial)
 
